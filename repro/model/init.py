@@ -1,0 +1,76 @@
+"""Initialising NetVLAD from data, as the paper does (Sec. 3 and the authors' code).
+
+1. Sample local conv descriptors from training images (authors: 50k
+   descriptors from 500 images, i.e. 100 random positions per image),
+   L2-normalised per position when the layer normalises its input.
+2. k-means (faiss) with K clusters -> centroids c_k.
+3. alpha by the ratio rule (:func:`alpha_from_ratio`) unless an explicit
+   alpha is given (the alpha sweep).
+"""
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from repro.errors import ConfigError
+from repro.model.netvlad import NetVLAD, alpha_from_ratio
+
+
+@torch.no_grad()
+def sample_local_descriptors(base, dataset, num_images: int = 500, num_descriptors: int = 50_000,
+                             normalize: bool = True, batch_size: int = 16, device="cpu",
+                             seed: int = 0) -> np.ndarray:
+    """Random conv descriptors ``[M, D]`` float32 from up to ``num_images`` images.
+
+    ``dataset[i]`` returns ``(image [3, H, W], index)``. Each image gives
+    ceil(num_descriptors / num_images) random map positions (fewer when its
+    map is smaller); M <= num_descriptors.
+    """
+    if len(dataset) == 0:
+        raise ConfigError("no images to sample NetVLAD initialisation descriptors from")
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(dataset), size=min(num_images, len(dataset)), replace=False))
+    per_image = -(-num_descriptors // len(chosen))
+    loader = DataLoader(Subset(dataset, chosen.tolist()), batch_size=batch_size, shuffle=False)
+    out = []
+    was_training = base.training
+    base.eval()
+    for images, _ in tqdm(loader, desc="init descriptors", leave=False):
+        maps = base(images.to(device)).flatten(2)  # [B, D, N]
+        if normalize:
+            maps = F.normalize(maps, dim=1)
+        for m in maps:
+            n = m.shape[1]
+            idx = rng.choice(n, size=min(per_image, n), replace=False)
+            out.append(m[:, torch.from_numpy(idx).to(m.device)].T.float().cpu())
+    base.train(was_training)
+    return torch.cat(out)[:num_descriptors].numpy()
+
+
+def fit_centroids(descriptors: np.ndarray, num_clusters: int = 64, seed: int = 0, niter: int = 25) -> np.ndarray:
+    """k-means centroids ``[K, D]`` float32 (faiss, exact assignment)."""
+    x = np.ascontiguousarray(descriptors, dtype=np.float32)
+    if x.shape[0] < num_clusters:
+        raise ConfigError(f"k-means with K={num_clusters} needs at least {num_clusters} descriptors, "
+                          f"got {x.shape[0]}; use more images")
+    km = faiss.Kmeans(x.shape[1], num_clusters, niter=niter, seed=seed, verbose=False)
+    km.train(x)
+    return km.centroids.copy()
+
+
+def init_netvlad(layer: NetVLAD, descriptors: np.ndarray, alpha: float | None = None,
+                 ratio: float = 100.0, seed: int = 0) -> dict:
+    """Fit centroids on ``descriptors`` and set the layer's parameters.
+
+    With ``alpha=None`` alpha follows the paper's rule at ``ratio``; an
+    explicit alpha overrides it. Returns ``{"alpha", "alpha_rule",
+    "num_descriptors"}`` where ``alpha_rule`` is what the rule gives either way.
+    """
+    centroids = fit_centroids(descriptors, layer.num_clusters, seed=seed)
+    rule = alpha_from_ratio(descriptors, centroids, ratio=ratio, assignment=layer.assignment)
+    layer.init_from_centroids(centroids, alpha=rule if alpha is None else alpha)
+    return {"alpha": layer.alpha, "alpha_rule": rule, "num_descriptors": int(len(descriptors))}

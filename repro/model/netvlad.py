@@ -1,0 +1,180 @@
+"""The NetVLAD layer (paper Sec. 3, Eq. 1-4) and the paper's rule for alpha.
+
+A ``[B, D, H, W]`` conv map is read as N = H*W local descriptors x_i in R^D.
+NetVLAD aggregates them into K x D residual sums
+
+    V(k, d) = sum_i a_k(x_i) (x_i(d) - c_k(d)),                       (Eq. 4)
+    a_k(x)  = exp(w_k^T x + b_k) / sum_k' exp(w_k'^T x + b_k'),        (Eq. 3)
+
+then L2-normalises each cluster's row (intra-normalisation), flattens
+cluster-major (output index k*D + d) and L2-normalises the whole vector.
+
+Two parameterisations of the soft-assignment, both with {w_k}, {b_k}, {c_k}
+as separate trainable parameters (the decoupling that is the paper's point):
+
+``"paper"`` (default): the paper's Eq. 2->3 expansion of
+    exp(-alpha ||x - c_k||^2), i.e. w_k = 2 alpha c_k, b_k = -alpha ||c_k||^2
+    (the ||x||^2 term cancels in the softmax). This is ``vladv2`` in the
+    authors' MATLAB code.
+``"fixed_bias"``: what the authors' released code uses by default
+    (``vlad``/``preL2``): assignment by dot products with the L2-normalised
+    centroids, w_k = alpha c_k / ||c_k||, and no bias at all (b_k fixed at 0,
+    not a parameter). With L2-normalised inputs this ranks clusters by
+    cosine rather than by distance, and alpha is set from dot-product gaps.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from repro.errors import ConfigError
+
+ASSIGNMENTS = ("paper", "fixed_bias")
+
+
+def _as_tensor(x) -> torch.Tensor:
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    return x.detach().to(torch.float64)
+
+
+def check_alpha(alpha) -> float:
+    """Return alpha as a float, or raise ConfigError unless it is finite and > 0."""
+    try:
+        value = float(alpha)
+    except (TypeError, ValueError):
+        raise ConfigError(f"alpha must be a positive number, got {alpha!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"alpha must be a positive finite number, got {alpha!r}")
+    return value
+
+
+def _check_assignment(assignment: str) -> str:
+    if assignment not in ASSIGNMENTS:
+        raise ConfigError(f"unknown NetVLAD assignment {assignment!r}; choose one of {ASSIGNMENTS}")
+    return assignment
+
+
+def alpha_from_ratio(descriptors, centroids, ratio: float = 100.0, assignment: str = "paper") -> float:
+    """The paper's rule for alpha (Sec. 3.1 and the authors' code).
+
+    alpha is set so that, at the mean gap over ``descriptors``, the largest
+    soft-assignment weight is ``ratio`` times the second largest:
+    alpha = ln(ratio) / mean(d2 - d1), where for ``"paper"`` d1 <= d2 are the
+    two smallest squared distances to the centroids, and for ``"fixed_bias"``
+    d1 >= d2 are the two largest dot products with the L2-normalised
+    centroids (then the gap is d1 - d2).
+
+    Args:
+        descriptors: [M, D] local descriptors (already L2-normalised if the
+            layer normalises its input), torch tensor or numpy array.
+        centroids: [K, D], K >= 2.
+        ratio: > 1.
+    Returns:
+        alpha, a positive float.
+    """
+    _check_assignment(assignment)
+    if not ratio > 1:
+        raise ConfigError(f"ratio must be > 1, got {ratio!r}")
+    x, c = _as_tensor(descriptors), _as_tensor(centroids)
+    if x.ndim != 2 or c.ndim != 2 or x.shape[1] != c.shape[1] or c.shape[0] < 2:
+        raise ConfigError(f"need descriptors [M, D] and centroids [K>=2, D]; got {list(x.shape)} and {list(c.shape)}")
+    if assignment == "paper":
+        sq = torch.cdist(x, c).pow(2)  # [M, K]
+        two = sq.topk(2, dim=1, largest=False).values
+        gap = two[:, 1] - two[:, 0]
+    else:
+        dots = x @ F.normalize(c, dim=1).T
+        two = dots.topk(2, dim=1).values
+        gap = two[:, 0] - two[:, 1]
+    mean_gap = gap.mean().item()
+    if not mean_gap > 0:
+        raise ConfigError("alpha rule undefined: the descriptors are equidistant from their two nearest centroids")
+    return math.log(ratio) / mean_gap
+
+
+class NetVLAD(nn.Module):
+    """NetVLAD pooling: ``[B, D, H, W]`` conv map -> ``[B, K*D]`` unit vector.
+
+    Args:
+        num_clusters: K (64 in the paper).
+        dim: D, channels of the input map (256 AlexNet conv5, 512 VGG-16 conv5_3).
+        alpha: sharpness of the soft-assignment used by
+            :meth:`init_from_centroids`. The paper sets it from data with
+            :func:`alpha_from_ratio`; the value here is only a placeholder
+            until then.
+        assignment: ``"paper"`` or ``"fixed_bias"`` (see module docstring).
+        normalize_input: L2-normalise every local descriptor over channels
+            first, as the authors' code does.
+    """
+
+    def __init__(self, num_clusters: int = 64, dim: int = 512, alpha: float = 100.0,
+                 assignment: str = "paper", normalize_input: bool = True):
+        super().__init__()
+        if int(num_clusters) < 1 or int(dim) < 1:
+            raise ConfigError(f"num_clusters and dim must be >= 1, got {num_clusters}, {dim}")
+        self.num_clusters, self.dim = int(num_clusters), int(dim)
+        self.alpha = check_alpha(alpha)
+        self.assignment = _check_assignment(assignment)
+        self.normalize_input = normalize_input
+        # w_k as the [K, D] weight of a 1x1 convolution, b_k its bias, c_k the
+        # anchors of the residuals: three independent parameters.
+        self.assign_weight = nn.Parameter(torch.empty(self.num_clusters, self.dim))
+        self.centroids = nn.Parameter(torch.empty(self.num_clusters, self.dim))
+        if self.assignment == "paper":
+            self.assign_bias = nn.Parameter(torch.empty(self.num_clusters))
+        else:
+            self.register_parameter("assign_bias", None)
+        # Until init_from_centroids is called: random unit centroids (a
+        # usable, if uninformed, layer).
+        self.init_from_centroids(F.normalize(torch.randn(self.num_clusters, self.dim), dim=1))
+
+    @property
+    def output_dim(self) -> int:
+        return self.num_clusters * self.dim
+
+    @torch.no_grad()
+    def init_from_centroids(self, centroids, alpha: float | None = None) -> None:
+        """Set c_k to ``centroids`` [K, D] and w_k, b_k from alpha.
+
+        ``alpha`` (optional) replaces ``self.alpha`` first.
+        """
+        if alpha is not None:
+            self.alpha = check_alpha(alpha)
+        c = _as_tensor(centroids).to(self.centroids.dtype)
+        if c.shape != (self.num_clusters, self.dim):
+            raise ConfigError(f"centroids must have shape [{self.num_clusters}, {self.dim}], got {list(c.shape)}")
+        self.centroids.copy_(c)
+        if self.assignment == "paper":
+            self.assign_weight.copy_(2.0 * self.alpha * c)
+            self.assign_bias.copy_(-self.alpha * c.pow(2).sum(dim=1))
+        else:
+            self.assign_weight.copy_(self.alpha * F.normalize(c, dim=1))
+
+    def soft_assignment(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, D, N] descriptors (already normalised if so configured) -> [B, K, N]."""
+        logits = torch.matmul(self.assign_weight, x)  # the 1x1 convolution
+        if self.assign_bias is not None:
+            logits = logits + self.assign_bias[:, None]
+        return logits.softmax(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.dim:
+            raise ConfigError(f"NetVLAD expects [B, {self.dim}, H, W], got {list(x.shape)}")
+        x = x.flatten(2)  # [B, D, N]
+        if self.normalize_input:
+            x = F.normalize(x, dim=1)
+        a = self.soft_assignment(x)  # [B, K, N]
+        # sum_i a_k(x_i) x_i - (sum_i a_k(x_i)) c_k, as two batched products:
+        # no [B, K, D, N] residual tensor is ever formed.
+        vlad = torch.matmul(a, x.transpose(1, 2)) - a.sum(dim=2, keepdim=True) * self.centroids
+        vlad = F.normalize(vlad, dim=2)  # intra-normalisation, per cluster
+        return F.normalize(vlad.flatten(1), dim=1)  # index k*D + d, then L2
+
+    def extra_repr(self) -> str:
+        return (f"num_clusters={self.num_clusters}, dim={self.dim}, alpha={self.alpha:.4g}, "
+                f"assignment={self.assignment!r}, normalize_input={self.normalize_input}")

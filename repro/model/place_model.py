@@ -1,0 +1,87 @@
+"""The whole descriptor network: base -> pooling (-> PCA whitening)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from repro.errors import ConfigError
+from repro.model.backbone import backbone_channels, build_backbone, check_backbone
+from repro.model.fmax import FMaxPool, check_output_size
+from repro.model.netvlad import NetVLAD, check_alpha
+from repro.model.whitening import PCAWhitening
+
+POOLINGS = ("netvlad", "fmax")
+
+
+class PlaceModel(nn.Module):
+    """Images ``[B, 3, H, W]`` (ImageNet-normalised) -> unit descriptors ``[B, dim]``.
+
+    Attributes:
+        base: conv layers up to the last conv (no final ReLU).
+        pool: :class:`NetVLAD` or :class:`FMaxPool`.
+        whitening: optional :class:`PCAWhitening`, fitted on database
+            descriptors before use (see ``repro.evaluate``).
+        config: the keyword arguments of :func:`build_model`, stored in
+            checkpoints so a model can be rebuilt.
+    """
+
+    def __init__(self, base: nn.Module, pool: nn.Module, whitening: PCAWhitening | None = None,
+                 config: dict | None = None):
+        super().__init__()
+        self.base, self.pool, self.whitening = base, pool, whitening
+        self.config = dict(config or {})
+
+    @property
+    def pooled_dim(self) -> int:
+        """Dimension before whitening (K*D for NetVLAD, D*h*w for f_max)."""
+        return self.pool.output_dim
+
+    @property
+    def descriptor_dim(self) -> int:
+        """Dimension of what :meth:`forward` returns."""
+        return self.whitening.out_dim if self.whitening is not None else self.pooled_dim
+
+    def pooled(self, images: torch.Tensor) -> torch.Tensor:
+        """Descriptors before whitening, ``[B, pooled_dim]``."""
+        return self.pool(self.base(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        desc = self.pooled(images)
+        return self.whitening(desc) if self.whitening is not None else desc
+
+
+def build_model(backbone: str = "alexnet", pooling: str = "netvlad", weights="imagenet",
+                train_from: str = "last", num_clusters: int = 64, alpha: float = 100.0,
+                assignment: str = "paper", normalize_input: bool = True,
+                fmax_output_size=(1, 1), whiten_dim: int | None = None) -> PlaceModel:
+    """Compose base + pooling (+ whitening); ``model.descriptor_dim`` tells its size.
+
+    Args:
+        backbone: "alexnet" (conv5, D=256) or "vgg16" (conv5_3, D=512).
+        pooling: "netvlad" or "fmax".
+        weights: "imagenet", a path to a ``.pth`` state dict, or None.
+        train_from: first trainable conv layer ("last", "all", "none" or a name).
+        num_clusters, alpha, assignment, normalize_input: NetVLAD options;
+            alpha is a placeholder until the layer is initialised from data
+            (``repro.model.init_netvlad``).
+        fmax_output_size: f_max grid, (1, 1) is the paper's f_max.
+        whiten_dim: PCA-whitened output size (paper: 4096), None for none.
+    """
+    # Validate every option before the (possibly slow) weight loading.
+    check_backbone(backbone)
+    if pooling not in POOLINGS:
+        raise ConfigError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+    fmax_output_size = check_output_size(fmax_output_size)
+    if pooling == "netvlad":
+        check_alpha(alpha)
+    config = dict(backbone=backbone, pooling=pooling, train_from=train_from, num_clusters=int(num_clusters),
+                  alpha=float(alpha), assignment=assignment, normalize_input=bool(normalize_input),
+                  fmax_output_size=list(fmax_output_size), whiten_dim=whiten_dim)
+    dim = backbone_channels(backbone)
+    if pooling == "netvlad":
+        pool = NetVLAD(num_clusters, dim, alpha=alpha, assignment=assignment, normalize_input=normalize_input)
+    else:
+        pool = FMaxPool(dim, fmax_output_size)
+    whitening = PCAWhitening(pool.output_dim, whiten_dim) if whiten_dim else None
+    base = build_backbone(backbone, weights=weights, train_from=train_from)
+    return PlaceModel(base, pool, whitening, config)
