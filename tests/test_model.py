@@ -173,3 +173,14 @@ def test_build_model_dims_and_checkpoint_round_trip(tmp_path):
     loaded = load_model(tmp_path / "m.pth")
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), want)
+
+
+@pytest.mark.parametrize("name", ["alexnet", "vgg16"])
+def test_min_input_size(name):
+    from repro.model.backbone import MIN_INPUT_SIZE
+    base = build_backbone(name, weights=None)
+    s = MIN_INPUT_SIZE[name]
+    with torch.no_grad():
+        assert base(torch.zeros(1, 3, s, s)).shape[-2:] == (1, 1)
+        with pytest.raises(RuntimeError):
+            base(torch.zeros(1, 3, s - 1, s - 1))

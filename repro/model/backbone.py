@@ -57,6 +57,11 @@ BACKBONES = {
 }
 
 
+# Smallest square input (pixels) that still gives a 1x1 conv map; measured
+# by tests/test_model.py. Receptive fields are far larger: use real sizes.
+MIN_INPUT_SIZE = {"alexnet": 31, "vgg16": 16}
+
+
 def check_backbone(name: str) -> str:
     if name not in BACKBONES:
         raise ConfigError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
