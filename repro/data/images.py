@@ -27,7 +27,8 @@ from torch.utils.data import Dataset
 
 from repro.errors import ConfigError, DatasetError
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageListDataset", "check_images", "load_rgb8", "to_rgb8", "to_tensor"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageListDataset", "check_images", "collate_images", "load_rgb8",
+           "same_size_groups", "to_rgb8", "to_tensor"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -114,6 +115,20 @@ class ImageListDataset(Dataset):
             if img.size != (w, h):
                 img = img.resize((w, h), Image.Resampling.BILINEAR)
         return to_tensor(img, self.normalize), i
+
+
+def collate_images(items):
+    """DataLoader collate that does not stack, so images of mixed native
+    sizes can share a batch: ``([tensor [3, H_i, W_i]], int64 index array)``."""
+    return [img for img, _ in items], np.array([i for _, i in items], dtype=np.int64)
+
+
+def same_size_groups(images) -> list[list[int]]:
+    """Positions in ``images`` grouped by tensor shape (each group stackable)."""
+    groups: dict[tuple, list[int]] = {}
+    for j, img in enumerate(images):
+        groups.setdefault(tuple(img.shape), []).append(j)
+    return list(groups.values())
 
 
 def _examples(items, n: int = 5) -> str:

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text, also under papermill (no widgets)
 
+from repro.data.images import collate_images, same_size_groups
 from repro.errors import ConfigError
 from repro.model.netvlad import NetVLAD, alpha_from_ratio
 
@@ -35,20 +36,29 @@ def sample_local_descriptors(base, dataset, num_images: int = 500, num_descripto
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(dataset), size=min(num_images, len(dataset)), replace=False))
     per_image = -(-num_descriptors // len(chosen))
-    loader = DataLoader(Subset(dataset, chosen.tolist()), batch_size=batch_size, shuffle=False)
+    loader = DataLoader(Subset(dataset, chosen.tolist()), batch_size=batch_size, shuffle=False,
+                        collate_fn=collate_images)
     out = []
     was_training = base.training
     base.eval()
-    for images, _ in tqdm(loader, desc="init descriptors", leave=False):
-        maps = base(images.to(device)).flatten(2)  # [B, D, N]
-        if normalize:
-            maps = F.normalize(maps, dim=1)
-        for m in maps:
-            n = m.shape[1]
-            idx = rng.choice(n, size=min(per_image, n), replace=False)
-            out.append(m[:, torch.from_numpy(idx).to(m.device)].T.float().cpu())
+    for images, _ in tqdm(loader, desc="init descriptors", leave=False, mininterval=5.0):
+        for group in same_size_groups(images):
+            maps = base(torch.stack([images[j] for j in group]).to(device)).flatten(2)  # [B, D, N]
+            if normalize:
+                maps = F.normalize(maps, dim=1)
+            out.extend(_sample_positions(maps, per_image, rng))
     base.train(was_training)
     return torch.cat(out)[:num_descriptors].numpy()
+
+
+def _sample_positions(maps: torch.Tensor, per_image: int, rng: np.random.Generator) -> list[torch.Tensor]:
+    """``per_image`` random columns of each ``[D, N]`` map, as ``[n, D]`` rows."""
+    out = []
+    for m in maps:
+        n = m.shape[1]
+        idx = rng.choice(n, size=min(per_image, n), replace=False)
+        out.append(m[:, torch.from_numpy(idx).to(m.device)].T.float().cpu())
+    return out
 
 
 def fit_centroids(descriptors: np.ndarray, num_clusters: int = 64, seed: int = 0, niter: int = 25) -> np.ndarray:

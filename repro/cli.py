@@ -1,0 +1,155 @@
+"""Command line: ``python -m repro {evaluate,make-city,smoke} ...``.
+
+User errors (:class:`repro.errors.ReproError`) print one clear message and
+exit with status 2; nothing else is caught, so bugs keep their traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from repro.errors import ConfigError, ReproError
+
+DATASET_CHOICES = ("pitts30k", "pitts250k", "tokyo247", "tokyoTM", "synthetic", "vprbench")
+
+
+def _weights(value: str):
+    return None if value.lower() == "none" else value
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backbone", default="alexnet", choices=("alexnet", "vgg16"))
+    p.add_argument("--weights", default="imagenet", type=_weights,
+                   help="'imagenet' (torchvision; hub cache or download), 'none' (random init), or a .pth PATH")
+    p.add_argument("--pooling", default="netvlad", choices=("netvlad", "fmax"))
+    p.add_argument("--num-clusters", type=int, default=64, help="NetVLAD K (paper: 64)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="NetVLAD alpha; default: the paper's rule (ratio 100) from k-means on the database images")
+    p.add_argument("--assignment", default="paper", choices=("paper", "fixed_bias"))
+    p.add_argument("--fmax-size", type=int, nargs=2, default=(1, 1), metavar=("H", "W"),
+                   help="f_max output grid (1 1 = the paper's f_max)")
+    p.add_argument("--whiten-dim", type=int, default=None, help="PCA-whiten to this many dims (paper: 4096)")
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="recall@N of a model on a dataset split")
+    p.add_argument("--dataset", required=True, choices=DATASET_CHOICES)
+    p.add_argument("--data-root", required=True, help="the dataset's root folder (layouts: repro/data/datasets.py)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    _add_model_args(p)
+    p.add_argument("--checkpoint", default=None, help="a model saved by repro (overrides the model options)")
+    p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="resize images; default: native size, one image at a time")
+    p.add_argument("--ns", type=int, nargs="+", default=[1, 5, 10, 20], help="the N of recall@N")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--init-images", type=int, default=500, help="images sampled for the NetVLAD k-means")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--check-images", choices=("exists", "decode"), default="exists",
+                   help="before starting: only check every image exists (fast), or fully decode each")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the result as JSON here")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args) -> int:
+    import torch
+
+    from repro.data.datasets import load_split
+    from repro.evaluate import check_split_images, evaluate_split, init_netvlad_from_images, resolve_device
+    from repro.model import build_model, load_model
+    from repro.report import print_recall_table, write_json
+
+    if args.json:
+        _check_writable(Path(args.json))
+    device = resolve_device(args.device)
+    split = load_split(args.dataset, args.data_root, args.split)  # fails fast on a bad root or .mat
+    init = None
+    if args.checkpoint:
+        model = load_model(args.checkpoint)
+    else:
+        torch.manual_seed(args.seed)
+        model = build_model(args.backbone, args.pooling, weights=args.weights,
+                            num_clusters=args.num_clusters, alpha=args.alpha or 100.0,
+                            assignment=args.assignment, fmax_output_size=tuple(args.fmax_size),
+                            whiten_dim=args.whiten_dim)
+    check_split_images(split, model.config["backbone"], args.image_size, decode=args.check_images == "decode")
+    if not args.checkpoint and args.pooling == "netvlad":
+        init = init_netvlad_from_images(model, split.db_paths, args.image_size, num_images=args.init_images,
+                                        alpha=args.alpha, device=device, seed=args.seed)
+        print(f"NetVLAD initialised from {init['num_descriptors']} descriptors: "
+              f"alpha={init['alpha']:.4g} (rule: {init['alpha_rule']:.4g})")
+    result = evaluate_split(model, split, args.image_size, ns=args.ns, batch_size=args.batch_size,
+                            device=device, num_workers=args.workers)
+    print_recall_table(split.name, model.config, result)
+    if args.json:
+        write_json(args.json, {
+            "dataset": args.dataset, "split": args.split, "name": split.name, "config": model.config,
+            "checkpoint": args.checkpoint, "init": init, "seed": args.seed,
+            "recall": {str(n): v for n, v in result["recall"].items()},
+            "num_queries": result["num_queries"], "num_without_positive": result["num_without_positive"],
+            "dim": result["dim"], "seconds": result["seconds"],
+        })
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _add_make_city(sub) -> None:
+    p = sub.add_parser("make-city", help="generate the synthetic geo-tagged city (the embedded benchmark)")
+    p.add_argument("root", nargs="?", default=None, help="output folder (default: cache/synthetic/PRESET_seedSEED)")
+    p.add_argument("--preset", default="default", choices=("tiny", "default", "large"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="regenerate even if a matching city exists")
+    p.set_defaults(func=cmd_make_city)
+
+
+def cmd_make_city(args) -> int:
+    from repro.data.synthetic import default_city_root, make_synthetic_city
+
+    root = args.root or default_city_root(args.preset, args.seed)
+    print(make_synthetic_city(root, preset=args.preset, seed=args.seed, force=args.force))
+    return 0
+
+
+def _add_smoke(sub) -> None:
+    p = sub.add_parser("smoke", help="short end-to-end check: tiny synthetic city, untrained model, recall@N")
+    p.add_argument("--out", default="results/smoke_check.json")
+    p.set_defaults(func=cmd_smoke)
+
+
+def cmd_smoke(args) -> int:
+    from repro.smoke import run_smoke
+
+    run_smoke(args.out)
+    return 0
+
+
+def _check_writable(path: Path) -> None:
+    folder = path.parent if str(path.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True) if not folder.exists() else None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"cannot write results to {path}: folder {folder} is not writable")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m repro", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_evaluate(sub)
+    _add_make_city(sub)
+    _add_smoke(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ReproError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
