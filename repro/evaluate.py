@@ -104,7 +104,8 @@ def evaluate_split(model: PlaceModel, split: PlaceSplit, image_size=None, ns=(1,
     128]) also reports recall of the whitened descriptor cropped to each.
 
     Returns ``{"recall": {N: pct}, "num_queries", "num_without_positive",
-    "dim", "seconds", "cropped": {dim: {N: pct}}}``.
+    "dim", "seconds", "cropped": {dim: {N: pct}}, "ranks": [Q] first correct
+    rank per query (-1: none within max(ns)), for per-condition recall}``.
     """
     start = time.perf_counter()
     db = extract_descriptors(model, split.db_paths, image_size, batch_size, device, num_workers,
@@ -130,4 +131,5 @@ def evaluate_split(model: PlaceModel, split: PlaceSplit, image_size=None, ns=(1,
         "dim": int(db.shape[1]),
         "seconds": time.perf_counter() - start,
         "cropped": cropped,
+        "ranks": details.ranks,
     }

@@ -296,3 +296,26 @@ def recall_at_n(
 
     result = recall_from_ranking(ranking, pos, ns)
     return result if return_details else result.recall
+
+
+def recall_by_group(ranks, groups, ns=(1, 5, 10, 20)) -> dict:
+    """Recall@N (percent) within each group of queries, from per-query ranks.
+
+    Args:
+        ranks: [Q] 1-based rank of the first correct database entry, -1 for
+            none within the searched depth (``RecallResult.ranks``).
+        groups: [Q] group label per query (e.g. the capture condition).
+        ns: N values; each must be within the depth the ranks were computed to.
+    Returns:
+        {group: {N: recall in percent}}, groups in sorted order.
+    """
+    ranks = np.asarray(ranks)
+    groups = np.asarray(groups)
+    if ranks.shape != groups.shape or ranks.ndim != 1:
+        raise ConfigError(f"ranks and groups must be [Q] arrays of one length, got {ranks.shape} and {groups.shape}")
+    ns = _check_ns(ns)
+    out = {}
+    for g in sorted(set(groups.tolist())):
+        r = ranks[groups == g]
+        out[g] = {n: 100.0 * float(np.mean((r >= 1) & (r <= n))) for n in ns}
+    return out

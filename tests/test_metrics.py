@@ -219,3 +219,20 @@ def test_panorama_labels_may_be_strings_and_n_clips_to_panoramas():
 def test_validation_errors(call, match):
     with pytest.raises(ConfigError, match=match):
         call()
+
+
+
+def test_recall_by_group_matches_per_group_brute_force():
+    from repro.metrics import recall_by_group
+    rng = np.random.default_rng()
+    q, db = rng.normal(size=(90, 6)), rng.normal(size=(50, 6))
+    positives = [rng.choice(50, size=rng.integers(1, 6), replace=False) for _ in range(90)]
+    groups = rng.choice(["day", "night", "fog"], size=90)
+    details = recall_at_n(q, db, positives, ns=(1, 5), return_details=True)
+    got = recall_by_group(details.ranks, groups, ns=(1, 5))
+    d = ((q[:, None] - db[None]) ** 2).sum(-1)
+    for g in ("day", "night", "fog"):
+        idx = np.flatnonzero(groups == g)
+        for n in (1, 5):
+            want = 100.0 * np.mean([bool(set(np.argsort(d[i])[:n]) & set(positives[i])) for i in idx])
+            assert got[g][n] == pytest.approx(want)
