@@ -123,3 +123,15 @@ def test_real_pittsburgh_counts(name):
     np.testing.assert_array_equal(db.utm_db, db.utm_db[first[place]])
     # UTM zone 17N around Pittsburgh: easting ~585 km, northing ~4477 km.
     assert 5.5e5 < db.utm_db[:, 0].mean() < 6.2e5 and 4.4e6 < db.utm_db[:, 1].mean() < 4.5e6
+
+
+def test_saved_bytes_are_deterministic(tmp_path):
+    """scipy stamps the creation time into the header; save_dbstruct replaces it."""
+    import time
+    from repro.data.dbstruct import MAT_HEADER, DbStruct, save_dbstruct
+    db = DbStruct("test", ["a.jpg"], np.zeros((1, 2)), ["q.jpg"], np.ones((1, 2)), 1, 1)
+    save_dbstruct(tmp_path / "a.mat", db)
+    time.sleep(1.1)  # the stamp has one-second resolution
+    save_dbstruct(tmp_path / "b.mat", db)
+    a, b = (tmp_path / "a.mat").read_bytes(), (tmp_path / "b.mat").read_bytes()
+    assert a.startswith(MAT_HEADER) and a == b

@@ -31,6 +31,9 @@ FIELDS = {
 }
 
 
+MAT_HEADER = b"MATLAB 5.0 MAT-file, dbStruct written by repro"
+
+
 @dataclass
 class DbStruct:
     """One split of a place-recognition dataset.
@@ -162,4 +165,8 @@ def save_dbstruct(path: str | os.PathLike, db: DbStruct) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         scipy.io.savemat(f, {"dbStruct": struct})
+        # scipy puts the creation time in the 116-byte text header; a fixed
+        # text makes equal structs give equal bytes (deterministic datasets).
+        f.seek(0)
+        f.write(MAT_HEADER.ljust(116, b" "))
     os.replace(tmp, path)

@@ -42,7 +42,6 @@ QUERY_COLUMNS = [
 ]
 DB_COLUMNS = ["db_index", "image", "place", "easting", "northing", "heading_deg"]
 PNG_COMPRESS = 1
-_MAT_HEADER = b"MATLAB 5.0 MAT-file, written by repro.data.synthetic"
 
 
 def repo_root() -> Path:
@@ -137,13 +136,6 @@ def _n_workers(cfg: CityConfig, workers: int | None) -> int:
 
 # ----------------------------------------------------------------------------
 
-def _fix_mat_header(path: Path):
-    """scipy writes the creation time into the .mat header; replace it with a
-    fixed text so the same seed gives the same bytes."""
-    with open(path, "r+b") as f:
-        f.write(_MAT_HEADER.ljust(116, b" "))
-
-
 def _fmt(v) -> str:
     if isinstance(v, (float, np.floating)):
         return f"{float(v):.10g}"
@@ -231,7 +223,6 @@ def _generate(out: Path, cfg: CityConfig, seed: int, workers: int, log) -> dict:
                       num_queries=len(p["q_fns"]), pos_dist_thr=25.0, pos_dist_sq_thr=625.0,
                       non_triv_pos_dist_sq_thr=100.0)
         save_dbstruct(out / f"{split}.mat", db)
-        _fix_mat_header(out / f"{split}.mat")
         for row in p["q_rows"]:
             st = stats[("q" + split, row["query_index"])]
             row["n_occluders"] = st["n_occluders"]
