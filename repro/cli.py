@@ -1,4 +1,4 @@
-"""Command line: ``python -m repro {evaluate,make-city,smoke} ...``.
+"""Command line: ``python -m repro {evaluate,make-city,calibrate-city,smoke,train} ...``.
 
 User errors (:class:`repro.errors.ReproError`) print one clear message and
 exit with status 2; nothing else is caught, so bugs keep their traceback.
@@ -114,6 +114,23 @@ def cmd_make_city(args) -> int:
     return 0
 
 
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser("calibrate-city", help="untrained baselines per query condition on the synthetic city")
+    p.add_argument("--preset", default="default", choices=("tiny", "default", "large"))
+    p.add_argument("--city-seed", type=int, default=0)
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--seed", type=int, default=0, help="model initialisation seed")
+    p.add_argument("--out", default=None, help="CSV path (default results/calibration/...)")
+    p.set_defaults(func=cmd_calibrate)
+
+
+def cmd_calibrate(args) -> int:
+    from repro.calibration import calibrate_city
+
+    calibrate_city(args.preset, args.city_seed, args.split, args.seed, out=args.out)
+    return 0
+
+
 def _add_smoke(sub) -> None:
     p = sub.add_parser("smoke", help="short end-to-end check: tiny synthetic city, untrained model, recall@N")
     p.add_argument("--out", default="results/smoke_check.json")
@@ -124,6 +141,82 @@ def cmd_smoke(args) -> int:
     from repro.smoke import run_smoke
 
     run_smoke(args.out)
+    return 0
+
+
+def _add_train(sub) -> None:
+    """``train``: one option per field of :class:`repro.train.TrainConfig` (same names, dashes)."""
+    import dataclasses
+    import typing
+
+    from repro.train import TrainConfig
+
+    p = sub.add_parser("train", help="weakly supervised training (NetVLAD / f_max), as in the authors' code",
+                       description="Train a model. Every option is a field of repro.train.TrainConfig; unset "
+                                   "options take the profile's value. Profile 'auto': synthetic_default (sized for "
+                                   "5 minutes on 2 CPU cores) for --dataset synthetic, else the authors' settings.")
+    p.add_argument("--profile", default="auto", choices=("auto", "synthetic_default", "paper", "authors"),
+                   help="base settings: synthetic_default, paper (VGG-16, conv5_1 on, whitening 4096), "
+                        "authors (TrainConfig defaults), auto (default)")
+    choices = {"dataset": ("synthetic", "pitts30k", "pitts250k", "tokyoTM"), "backbone": ("alexnet", "vgg16"), "pooling": ("netvlad", "fmax"),
+               "optimizer": ("sgd", "adam"), "assignment": ("paper", "fixed_bias"),
+               "cache_dtype": ("auto", "float32", "float16"), "loss_normalization": ("violating", "none"),
+               "synthetic_preset": ("tiny", "default", "large")}
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        hint = str(hints[f.name])
+        # SUPPRESS: options not given stay absent, so an explicit "none" can set a field to None
+        kw = dict(dest=f.name, default=argparse.SUPPRESS, help=f"(TrainConfig.{f.name}; default {f.default!r})")
+        if hint == "<class 'bool'>":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+            continue
+        if "tuple" in hint:  # --image-size H W (or "none"), --fmax-output-size H W, --ns N...
+            kw.update(nargs="+", type=_optional(int))
+        elif "int" in hint and "float" not in hint:
+            kw.update(type=_optional(int) if "None" in hint else int)
+        elif "float" in hint:
+            kw.update(type=_optional(float) if "None" in hint else float)
+        elif f.name == "weights":
+            kw.update(type=_weights)
+        elif "None" in hint:
+            kw.update(type=_optional(str))
+        if f.name in choices:
+            kw.update(choices=choices[f.name])
+        p.add_argument(flag, **kw)
+    p.set_defaults(func=cmd_train)
+
+
+def _optional(cast):
+    def parse(value: str):
+        return None if value.lower() == "none" else cast(value)
+    parse.__name__ = cast.__name__
+    return parse
+
+
+def cmd_train(args) -> int:
+    import dataclasses
+
+    from repro.train import TrainConfig, train
+
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    for k in ("image_size", "fmax_output_size", "ns"):
+        if given.get(k) is not None:
+            given[k] = None if None in given[k] else tuple(given[k])
+    profile = args.profile
+    if profile == "auto":
+        profile = "synthetic_default" if given.get("dataset", "synthetic") == "synthetic" else "authors"
+    if profile == "synthetic_default":
+        config = TrainConfig.synthetic_default(**given)
+    elif profile == "paper":
+        config = TrainConfig.paper(**given)
+    else:
+        config = TrainConfig(**given)
+    result = train(config)
+    if result.test is not None:
+        print(f"test recall@N (best epoch {result.best_epoch}): "
+              + ", ".join(f"R@{n} {v:.1f}" for n, v in result.test["recall"].items()))
+    print(f"wrote {result.record_path}")
     return 0
 
 
@@ -139,7 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_evaluate(sub)
     _add_make_city(sub)
+    _add_calibrate(sub)
     _add_smoke(sub)
+    _add_train(sub)
     return parser
 
 

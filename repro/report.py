@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 
-from repro.errors import ConfigError
+from repro.atomic import atomic_write_text  # noqa: F401  (re-exported: results are written with it)
 
 
 def git_commit(short: bool = False) -> str | None:
@@ -21,27 +19,6 @@ def git_commit(short: bool = False) -> str | None:
     except (OSError, subprocess.CalledProcessError):
         return None
     return sha + ("-dirty" if dirty else "")
-
-
-def atomic_write_text(path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and
-    a rename, so a crash never leaves a partial file in place of a good one."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_json(path, obj: dict) -> Path:

@@ -1,22 +1,18 @@
 """Saving and loading a :class:`PlaceModel` with the config that rebuilds it."""
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import torch
 
+from repro.atomic import atomic_torch_save
 from repro.errors import WeightsError
 
 
 def save_model(path, model, extra: dict | None = None) -> None:
     """Write ``{"config", "state_dict", **extra}`` atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"config": model.config, "state_dict": model.state_dict(), **(extra or {})}, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save({"config": model.config, "state_dict": model.state_dict(), **(extra or {})}, path)
 
 
 def load_model(path, map_location="cpu"):

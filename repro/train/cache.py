@@ -1,0 +1,109 @@
+"""The descriptor cache that hard-negative mining ranks with.
+
+Mining needs descriptors of the query and of ~1000 candidate database images
+per tuple; computing them with the current network each time would cost ~1000
+forward passes per query. The authors instead keep descriptors of every
+training query and database image from an earlier network ("the cache"),
+recomputed every ``compFeatsFrequency`` = 1000 queries (the interval doubles
+at each learning-rate halving) and at the end of each epoch. Same here
+(the end-of-epoch refresh happens at the start of the next epoch, which is the
+same network).
+
+Storage: float32 while small; float16 (half the memory, plenty for ranking)
+when the float32 estimate exceeds ``fp16_gb``; a memory-mapped ``.npy`` file
+in the run folder when even that exceeds ``memmap_gb`` (Pitts250k with VGG-16
+and K=64: 254k x 32768 x 2 bytes = 16.6 GB). The estimate is logged.
+
+Everything here runs in the main process: a popular PyTorch port mines inside
+DataLoader workers, whose copies of the cache never see the refreshes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from repro.evaluate import extract_descriptors
+
+GB = 1024 ** 3
+
+
+def cache_bytes(num_rows: int, dim: int, dtype: str) -> int:
+    return int(num_rows) * int(dim) * np.dtype(dtype).itemsize
+
+
+def _choose_dtype(num_rows: int, dim: int, dtype: str, fp16_gb: float) -> str:
+    if dtype != "auto":
+        return dtype
+    return "float16" if cache_bytes(num_rows, dim, "float32") > fp16_gb * GB else "float32"
+
+
+class DescriptorCache:
+    """Descriptors ``db [N, D]`` and ``q [Q, D]`` of the training split.
+
+    Args:
+        num_db, num_q, dim: sizes.
+        dtype: "float32", "float16" or "auto".
+        fp16_gb, memmap_gb: thresholds (GiB) of the storage rules above.
+        memmap_dir: folder for the memory-mapped files (needed above memmap_gb).
+        log: a print-like function for the memory estimate, or None.
+    """
+
+    def __init__(self, num_db: int, num_q: int, dim: int, dtype: str = "auto", fp16_gb: float = 1.0,
+                 memmap_gb: float = 4.0, memmap_dir=None, log=None):
+        self.dtype = _choose_dtype(num_db + num_q, dim, dtype, fp16_gb)
+        self.nbytes = cache_bytes(num_db + num_q, dim, self.dtype)
+        self.memmap = self.nbytes > memmap_gb * GB
+        if self.memmap and memmap_dir is None:
+            raise ValueError("a memory-mapped descriptor cache needs memmap_dir")
+        if self.memmap:
+            memmap_dir.mkdir(parents=True, exist_ok=True)
+            self.db = np.lib.format.open_memmap(memmap_dir / "cache_db.npy", "w+", self.dtype, (num_db, dim))
+            self.q = np.lib.format.open_memmap(memmap_dir / "cache_q.npy", "w+", self.dtype, (num_q, dim))
+        else:
+            self.db = np.zeros((num_db, dim), self.dtype)
+            self.q = np.zeros((num_q, dim), self.dtype)
+        self.dim = int(dim)
+        self.version = 0  # number of refreshes so far
+        if log:
+            where = f"memory-mapped in {memmap_dir}" if self.memmap else "in RAM"
+            log(f"descriptor cache: {num_db} db + {num_q} query descriptors x {dim}-D {self.dtype} = "
+                f"{self.nbytes / 2**20:.1f} MiB {where}")
+
+    def summary(self) -> dict:
+        return {"dtype": self.dtype, "mib": self.nbytes / 2**20, "memmap": self.memmap,
+                "num_db": int(self.db.shape[0]), "num_q": int(self.q.shape[0]), "dim": self.dim}
+
+    def refresh(self, model, db_paths, q_paths, image_size=None, batch_size: int = 32, device="cpu",
+                num_workers: int = 0, chunk: int = 2048) -> None:
+        """Recompute every descriptor with ``model`` (eval mode, no whitening)."""
+        for store, paths, what in ((self.db, db_paths, "cache: database"), (self.q, q_paths, "cache: queries")):
+            for s in range(0, len(paths), chunk):
+                store[s:s + chunk] = extract_descriptors(model, paths[s:s + chunk], image_size, batch_size, device,
+                                                         num_workers, whiten=False, desc=what)
+        if self.memmap:
+            self.db.flush()
+            self.q.flush()
+        self.version += 1
+
+    def query_rows(self, ids) -> torch.Tensor:
+        """Cached descriptors of queries ``ids``, ``[B, D]`` float32."""
+        return torch.from_numpy(np.asarray(self.q[np.asarray(ids)], dtype=np.float32))
+
+    def squared_distances(self, q: torch.Tensor, db_idx: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        """``d2[b, c] = |q[b] - db[db_idx[b, c]]|^2``; ``inf`` where ``db_idx`` is -1 (padding).
+
+        Vectorised over the whole batch: the distinct indices are gathered
+        once (in chunks, bounding memory to ``chunk`` rows) and compared with
+        every query by one matrix product, |q|^2 + |x|^2 - 2 q.x.
+        """
+        q = q.float()
+        valid = db_idx >= 0
+        uniq, inv = torch.unique(db_idx.clamp(min=0), return_inverse=True)
+        out = torch.empty(q.shape[0], len(uniq))
+        q_sq = q.pow(2).sum(1, keepdim=True)
+        uniq_np = uniq.numpy()
+        for s in range(0, len(uniq), chunk):
+            rows = torch.from_numpy(np.asarray(self.db[uniq_np[s:s + chunk]], dtype=np.float32))
+            out[:, s:s + chunk] = q_sq + rows.pow(2).sum(1)[None] - 2.0 * (q @ rows.T)
+        d2 = out.gather(1, inv.view_as(db_idx)).clamp_(min=0)
+        return torch.where(valid, d2, torch.full_like(d2, float("inf")))

@@ -1,0 +1,121 @@
+"""Hard-negative mining, as in the authors' ``trainWeakly.m``.
+
+For each query of a batch, with the *cached* descriptors (:mod:`.cache`):
+
+1. positive: the potential positive closest to the query (``yael_nn`` over
+   ``nontrivialPosQ``); with ``num_positives`` = k > 1 the k closest are
+   kept and the loss takes the min over them in the current descriptors;
+2. candidates: ``num_random_negatives`` (1000) random negatives plus the
+   ``num_cached_negatives`` (10) hardest remembered from this query's previous
+   visit, without duplicates;
+3. the candidates are ranked by distance; the closest ``num_cached_negatives``
+   are remembered for the next visit (whether or not they violate);
+4. violating negatives, d^2(q, n) < d^2(q, p) + margin (strict, as the
+   authors), are kept, at most ``num_hard_negatives`` (10) of them, hardest
+   first; with ``exclude_very_hard`` (authors' ``excludeVeryHard``, off in
+   their runs) negatives closer than the positive, d^2(q, n) < d^2(q, p),
+   are left out ("semi-hard" negatives only);
+5. a query with no violating negative is skipped (the authors record a 0
+   loss and do not forward it) and counted.
+
+Ties in distance are broken by the lower database index (stable sort of
+index-sorted candidates). Mining is vectorised over the batch with torch (one
+gather + matrix product, no nearest-neighbour index per query) and runs in
+the main process, so it always sees the latest cache.
+
+Differences from the authors: they rank only the 100 closest candidates
+(``nNegCap * 10``) before the violation test, which changes nothing when at
+most 10 are kept. The query's own descriptor comes from the cache too, as in
+the authors' code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from repro.data.ground_truth import sample_negatives
+from repro.train.cache import DescriptorCache
+from repro.train.tuples import TrainingTuples
+
+
+@dataclass
+class MinedTuple:
+    query: int             # index into the split's queries
+    positives: np.ndarray  # database indices, closest first (num_positives of them, fewer if fewer exist)
+    negatives: np.ndarray  # database indices of violating negatives, hardest first (1..num_hard_negatives)
+
+
+@dataclass
+class MiningResult:
+    tuples: list[MinedTuple]
+    skipped: list[int]       # queries with no violating negative
+    num_violating: int       # violating triplets kept, over the batch
+
+
+def _pad(rows: list[np.ndarray]) -> torch.Tensor:
+    """Rows of different lengths -> [B, max_len] int64, padded with -1."""
+    width = max(1, max(len(r) for r in rows))
+    out = np.full((len(rows), width), -1, np.int64)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = r
+    return torch.from_numpy(out)
+
+
+class HardNegativeMiner:
+    """Picks tuples for a batch of queries and remembers each query's hardest negatives."""
+
+    def __init__(self, tuples: TrainingTuples, num_random_negatives: int = 1000, num_cached_negatives: int = 10,
+                 num_hard_negatives: int = 10, num_positives: int = 1, margin: float = 0.1,
+                 exclude_very_hard: bool = False):
+        self.tuples = tuples
+        self.num_random = int(num_random_negatives)
+        self.num_cached = int(num_cached_negatives)
+        self.num_hard = int(num_hard_negatives)
+        self.num_positives = int(num_positives)
+        self.margin = float(margin)
+        self.exclude_very_hard = bool(exclude_very_hard)
+        # query index -> hardest negatives of its previous visit (authors' auxData.negCache)
+        self.neg_cache: dict[int, np.ndarray] = {}
+
+    def state_dict(self) -> dict:
+        return {"neg_cache": {int(k): v.copy() for k, v in self.neg_cache.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.neg_cache = {int(k): np.asarray(v, np.int64) for k, v in state["neg_cache"].items()}
+
+    def mine(self, cache: DescriptorCache, query_ids, rng: np.random.Generator) -> MiningResult:
+        """Tuples for ``query_ids`` (indices into the split's queries)."""
+        query_ids = [int(q) for q in query_ids]
+        t = self.tuples
+        candidates = []
+        for q in query_ids:  # sampling is per query; the ranking below is batched
+            random_negs = sample_negatives(t.non_negatives[q], t.num_db, self.num_random, rng)
+            candidates.append(np.union1d(self.neg_cache.get(q, np.zeros(0, np.int64)), random_negs))
+        pos_idx = _pad([t.potential_positives[q] for q in query_ids])
+        neg_idx = _pad(candidates)
+        d2 = cache.squared_distances(cache.query_rows(query_ids), torch.cat([pos_idx, neg_idx], 1))
+        d2_pos, d2_neg = d2[:, :pos_idx.shape[1]], d2[:, pos_idx.shape[1]:]
+        # Candidates are index-sorted, so a stable sort breaks ties by index.
+        pos_order = torch.sort(d2_pos, dim=1, stable=True).indices
+        neg_d2_sorted, neg_order = torch.sort(d2_neg, dim=1, stable=True)
+        neg_sorted = neg_idx.gather(1, neg_order)
+        best_pos = d2_pos.gather(1, pos_order[:, :1]).squeeze(1)  # [B]
+        violating = neg_d2_sorted < (best_pos + self.margin)[:, None]  # a prefix of each row; inf never violates
+        if self.exclude_very_hard:
+            violating &= neg_d2_sorted >= best_pos[:, None]  # now a contiguous run, no longer a prefix
+
+        result = MiningResult(tuples=[], skipped=[], num_violating=0)
+        for b, q in enumerate(query_ids):
+            n_cand = len(candidates[b])
+            self.neg_cache[q] = neg_sorted[b, :min(self.num_cached, n_cand)].numpy().copy()
+            hard = neg_sorted[b][violating[b]][:self.num_hard].numpy().copy()
+            if len(hard) == 0:
+                result.skipped.append(q)
+                continue
+            n_pos = min(self.num_positives, len(t.potential_positives[q]))
+            positives = pos_idx[b, pos_order[b, :n_pos]].numpy().copy()
+            result.tuples.append(MinedTuple(q, positives, hard))
+            result.num_violating += len(hard)
+        return result

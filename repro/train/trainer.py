@@ -1,0 +1,355 @@
+"""``train(config)``: the whole weakly supervised training run.
+
+1. data: the training, val and test splits (the synthetic default city is
+   generated on demand); images checked; training tuples built - a split
+   without a valid tuple fails here, before any network work;
+2. model: base + NetVLAD/f_max; NetVLAD initialised as in the paper
+   (k-means on descriptors of training database images, alpha by the rule);
+3. epoch 0: val recall (and test recall of the untrained model);
+4. epochs: descriptor-cache refresh, :func:`repro.train.loop.train_epoch`,
+   learning-rate step, val recall@N on a fixed random subset of at most 1000
+   val queries (authors: ``nTestSample`` = 1000, fixed seed), atomic
+   checkpoint (``last.pt``; ``best.pt`` when val recall@5 improves);
+5. final test with the best epoch's model (and, with ``whiten_dim``, with PCA
+   whitening fitted on training database descriptors of that model);
+6. a JSON record in ``results/`` (updated after every epoch).
+
+Determinism: every random choice of epoch e (query order, negative samples)
+comes from ``numpy.random.default_rng([seed, e])``, the model's random init
+from ``torch.manual_seed(seed)``; with ``deterministic=True`` torch uses
+deterministic kernels where it has them. A run resumed from ``last.pt``
+(epoch e done) therefore repeats epochs e+1... exactly as the uninterrupted
+run would (on the same machine and thread count).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import resource
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from repro.data.datasets import load_split
+from repro.errors import ConfigError
+from repro.evaluate import (check_split_images, evaluate_split, extract_descriptors, init_netvlad_from_images,
+                            resolve_device)
+from repro.model import PCAWhitening, build_model, load_model
+from repro.model.netvlad import NetVLAD
+from repro.report import write_json
+from repro.train.cache import DescriptorCache
+from repro.train.checkpoint import atomic_torch_save, load_training_checkpoint, rng_states, set_rng_states
+from repro.train.config import RESUMABLE_CHANGES, TrainConfig
+from repro.train.loop import NonFiniteLossError, TupleImages, train_epoch
+from repro.train.mining import HardNegativeMiner
+from repro.train.tuples import build_tuples
+
+VAL_SUBSET_SEED = 43  # the authors' rng(43) for the val query subset
+
+
+@dataclass
+class TrainResult:
+    run_name: str
+    best_epoch: int
+    history: list[dict]                 # per epoch (0 = before training): train stats, val recall
+    test: dict | None                   # best model's test recall, {"recall": {N: pct}, ...}
+    test_untrained: dict | None         # epoch-0 model's test recall
+    test_whitened: dict | None          # best model + PCA whitening
+    record_path: Path
+    checkpoint_last: Path
+    checkpoint_best: Path
+    wall_seconds: float
+    peak_rss_mib: float
+    model: torch.nn.Module | None = field(default=None, repr=False)  # the best model (whitened if whiten_dim)
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+@contextmanager
+def _deterministic(enabled: bool):
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    if enabled:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+
+def _data_root(cfg: TrainConfig) -> Path:
+    if cfg.data_root:
+        return Path(cfg.data_root)
+    from repro.data.synthetic import default_city_root, make_synthetic_city
+
+    return make_synthetic_city(default_city_root(cfg.synthetic_preset, cfg.city_seed), preset=cfg.synthetic_preset,
+                               seed=cfg.city_seed)
+
+
+def _val_subset(split, n: int):
+    """The fixed random subset of at most ``n`` val queries (sorted)."""
+    if split.num_q <= n:
+        return split, np.arange(split.num_q)
+    idx = np.sort(np.random.default_rng(VAL_SUBSET_SEED).choice(split.num_q, size=n, replace=False))
+    sub = dataclasses.replace(split, name=split.name, q_paths=[split.q_paths[i] for i in idx],
+                              utm_q=split.utm_q[idx], positives=[split.positives[i] for i in idx])
+    return sub, idx
+
+
+def _build_model(cfg: TrainConfig, weights):
+    with warnings.catch_warnings():
+        if weights is None:
+            warnings.simplefilter("ignore")  # random init is announced once by the caller
+        return build_model(cfg.backbone, cfg.pooling, weights=weights, train_from=cfg.train_from,
+                           num_clusters=cfg.num_clusters, alpha=cfg.alpha or 100.0, assignment=cfg.assignment,
+                           fmax_output_size=tuple(cfg.fmax_output_size))
+
+
+def _optimizer(cfg: TrainConfig, model):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError(f"nothing to train: train_from={cfg.train_from!r} freezes every layer of the base "
+                          f"and {cfg.pooling} has no parameters")
+    lr = cfg.resolved_lr()
+    if cfg.optimizer == "sgd":
+        # PyTorch SGD: buf = momentum*buf + (grad + wd*w); w -= lr*buf. The
+        # authors' update (momentum = 0.9*momentum - wd*w - grad; w += lr*momentum)
+        # is the same recursion with the sign folded in.
+        opt = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    # Halve every lr_step epochs (authors: at epochs 6, 11, ... for lrDownFreq 5).
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+    return opt, sched
+
+
+def _refresh_batches(cfg: TrainConfig, epoch: int) -> int:
+    """Batches between cache refreshes in ``epoch`` (1-based): doubles at each lr halving."""
+    halvings = (epoch - 1) // cfg.lr_step
+    return math.ceil(cfg.cache_refresh / cfg.batch_size) * 2 ** halvings
+
+
+def _check_resume_config(saved: dict, cfg: TrainConfig, path: Path) -> None:
+    now = cfg.to_dict()
+    diff = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
+    if diff:
+        detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now[k]!r}" for k in diff[:5])
+        raise ConfigError(f"cannot resume from {path}: the training options differ ({detail}). "
+                          "Use the same options, another out_dir, or resume=False to start afresh.")
+
+
+def _recall_line(r: dict | None, ns=(1, 5, 10)) -> str:
+    if not r:
+        return "-"
+    return "/".join(f"{r['recall'][n]:.1f}" for n in ns if n in r["recall"])
+
+
+def train(config: TrainConfig | None = None, callback=None, **overrides) -> TrainResult:
+    """Train as configured (default: ``TrainConfig()``; keyword ``overrides`` replace fields).
+
+    ``callback(epoch, batch, stats)`` is called after every training batch.
+    Raises ConfigError/DatasetError for unusable options or data (before
+    training), NonFiniteLossError when the loss becomes NaN/inf (the last good
+    checkpoint stays in place).
+    """
+    cfg = (config or TrainConfig()).replace(**overrides).validate()
+    with _deterministic(cfg.deterministic):
+        return _train(cfg, callback)
+
+
+def _train(cfg: TrainConfig, callback) -> TrainResult:
+    wall_start = time.perf_counter()
+    log = (lambda m: print(m, flush=True)) if cfg.verbose else (lambda m: None)
+    device = resolve_device(cfg.device)
+    out_dir, record_path = cfg.paths()
+    last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
+    name = cfg.resolved_run_name()
+
+    # ---- data (all checks before any network work)
+    root = _data_root(cfg)
+    train_split = load_split(cfg.dataset, root, "train")
+    val_split = load_split(cfg.dataset, root, "val")
+    test_split = load_split(cfg.dataset, root, cfg.test_split) if cfg.test_split else None
+    tuples = build_tuples(train_split, cfg.pos_radius, cfg.neg_radius)
+    for s in (train_split, val_split, test_split):
+        if s is not None:
+            check_split_images(s, cfg.backbone, cfg.image_size)
+    per_epoch = min(len(tuples.query_ids), cfg.queries_per_epoch or len(tuples.query_ids))
+    if per_epoch < cfg.batch_size:
+        raise ConfigError(f"{train_split.name}: {per_epoch} training queries an epoch cannot fill one batch of "
+                          f"batch_size={cfg.batch_size} tuples; lower batch_size or use more queries")
+    val_sub, val_idx = _val_subset(val_split, cfg.val_queries)
+    log(f"[{name}] {train_split.name}: {len(tuples.query_ids)} training queries "
+        f"({tuples.num_without_positive} without a positive within {tuples.pos_radius:g} m, "
+        f"{tuples.num_without_negative} without a negative), {train_split.num_db} database images; "
+        f"val on {val_sub.num_q} of {val_split.num_q} queries; device {device}")
+
+    # ---- model, optimiser, state
+    resume_state = load_training_checkpoint(last_path) if cfg.resume and last_path.is_file() else None
+    torch.manual_seed(cfg.seed)
+    if resume_state is not None:
+        _check_resume_config(resume_state["train_config"], cfg, last_path)
+        model = _build_model(cfg, None)
+        model.load_state_dict(resume_state["model"])
+        init = resume_state["init"]
+    else:
+        if cfg.weights is None:
+            warnings.warn(f"{cfg.backbone} is randomly initialised (weights=None): results are not comparable "
+                          "with the paper, which starts from ImageNet weights.", stacklevel=3)
+        model = _build_model(cfg, cfg.weights)
+        init = None
+        if isinstance(model.pool, NetVLAD):
+            init = init_netvlad_from_images(model, train_split.db_paths, cfg.image_size, num_images=cfg.init_images,
+                                            num_descriptors=cfg.init_descriptors, alpha=cfg.alpha, device=device,
+                                            seed=cfg.seed)
+            log(f"NetVLAD initialised from {init['num_descriptors']} descriptors of training database images: "
+                f"alpha={init['alpha']:.4g}")
+    model.to(device)
+    optimizer, scheduler = _optimizer(cfg, model)
+    miner = HardNegativeMiner(tuples, cfg.num_random_negatives, cfg.num_cached_negatives, cfg.num_hard_negatives,
+                              cfg.num_positives, cfg.margin, cfg.exclude_very_hard)
+    history: list[dict] = []
+    best = {"epoch": 0, "score": -math.inf}
+    test_untrained = None
+    start_epoch = 1
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        miner.load_state_dict(resume_state["miner"])
+        set_rng_states(resume_state["rng"])
+        history, best = resume_state["history"], resume_state["best"]
+        test_untrained = resume_state.get("test_untrained")
+        start_epoch = resume_state["epoch"] + 1
+        log(f"resuming from {last_path} after epoch {resume_state['epoch']}")
+    else:
+        if cfg.resume:
+            log(f"resume=True but there is no checkpoint at {last_path}: starting afresh")
+        best_path.unlink(missing_ok=True)  # a previous run's best model must not be mistaken for this run's
+
+    cache = DescriptorCache(train_split.num_db, train_split.num_q, model.pooled_dim, cfg.cache_dtype,
+                            cfg.cache_fp16_gb, cfg.cache_memmap_gb, out_dir, log=log)
+    images = TupleImages(train_split, cfg.image_size)
+
+    def evaluate(m, split, ns=cfg.ns):
+        return evaluate_split(m, split, cfg.image_size, ns=ns, batch_size=cfg.eval_batch_size, device=device,
+                              num_workers=cfg.num_workers)
+
+    def record(status: str, **extra) -> None:
+        write_json(record_path, {
+            "experiment": "train", "run_name": name, "status": status,
+            "seed": cfg.seed, "dataset": cfg.dataset, "data_root": str(root),
+            "synthetic": cfg.dataset == "synthetic", "config": cfg.to_dict(), "model_config": model.config,
+            "lr": cfg.resolved_lr(), "init": init, "tuples": tuples.summary(), "cache": cache.summary(),
+            "val_query_indices": val_idx.tolist(), "device": str(device), "torch_threads": torch.get_num_threads(),
+            "epochs": history, "best_epoch": best["epoch"], "test_untrained": test_untrained,
+            "wall_seconds": time.perf_counter() - wall_start, "peak_rss_mib": peak_rss_mib(),
+            "checkpoint_best": str(best_path), **extra,
+        })
+
+    def save_last(epoch: int) -> None:
+        atomic_torch_save({
+            "epoch": epoch, "config": model.config, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "miner": miner.state_dict(), "rng": rng_states(), "train_config": cfg.to_dict(),
+            "history": history, "best": best, "init": init, "test_untrained": test_untrained,
+        }, last_path)
+
+    # ---- epoch 0: the initialised, untrained model (authors: test0)
+    if start_epoch == 1:
+        val0 = evaluate(model, val_sub)
+        if cfg.eval_untrained and test_split is not None:
+            test_untrained = _public(evaluate(model, test_split), ranks=True)
+        history = [{"epoch": 0, "val": _public(val0)}]
+        log(f"epoch 0 (untrained): val R@1/5/10 {_recall_line(val0)}"
+            + (f", test R@1/5/10 {_recall_line(test_untrained)}" if test_untrained else ""))
+        save_last(0)
+        record("running")
+
+    # ---- training
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        rng = np.random.default_rng([cfg.seed, epoch])
+        order = rng.permutation(tuples.query_ids)[:cfg.queries_per_epoch]
+        lr = optimizer.param_groups[0]["lr"]
+        cache.refresh(model, train_split.db_paths, train_split.q_paths, cfg.image_size, cfg.eval_batch_size,
+                      device, cfg.num_workers)
+        try:
+            stats = train_epoch(model, optimizer, miner, cache, train_split, images, order, epoch, rng, cfg, device,
+                                _refresh_batches(cfg, epoch), callback)
+        except NonFiniteLossError as exc:
+            good = f"{last_path} (after epoch {epoch - 1})" if last_path.is_file() else "none yet"
+            record("failed: non-finite loss", error=str(exc))
+            raise NonFiniteLossError(f"{exc}; lr={lr:g}. Training stopped; the last good checkpoint is kept: "
+                                     f"{good}. Try a lower learning rate.") from None
+        with warnings.catch_warnings():  # an epoch without any update (every query skipped) is legitimate
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+            scheduler.step()
+        val = evaluate(model, val_sub)
+        stats.update(lr=lr, val=_public(val))
+        history.append(stats)
+        score = val["recall"][cfg.select_n]
+        if score > best["score"]:
+            best = {"epoch": epoch, "score": score}
+            atomic_torch_save({"config": model.config, "state_dict": model.state_dict(), "epoch": epoch,
+                               "val": _public(val), "train_config": cfg.to_dict()}, best_path)
+        save_last(epoch)
+        record("running")
+        log(f"epoch {epoch}/{cfg.epochs}: loss {stats['loss']:.4f}, violating triplets {stats['violating_mined']}, "
+            f"skipped queries {stats['skipped']}/{stats['queries']}, lr {lr:.2g}, "
+            f"val R@1/5/10 {_recall_line(val)}, {stats['seconds']:.0f}+{val['seconds']:.0f} s")
+
+    # ---- final test with the best epoch's model
+    test = test_whitened = None
+    best_model = load_model(best_path).to(device)
+    if test_split is not None:
+        test = _public(evaluate(best_model, test_split), ranks=True)
+        log(f"test (best epoch {best['epoch']}): R@1/5/10 {_recall_line(test)}"
+            + (f" (untrained {_recall_line(test_untrained)})" if test_untrained else ""))
+    if cfg.whiten_dim:
+        best_model = _whiten(best_model, cfg, train_split, device)
+        atomic_torch_save({"config": best_model.config, "state_dict": best_model.state_dict(),
+                           "epoch": best["epoch"]}, out_dir / "best_whitened.pt")
+        if test_split is not None:
+            test_whitened = _public(evaluate(best_model, test_split), ranks=True)
+            log(f"test (best epoch, PCA-whitened to {cfg.whiten_dim}-D): R@1/5/10 {_recall_line(test_whitened)}")
+    wall = time.perf_counter() - wall_start
+    record("complete", test=test, test_whitened=test_whitened)
+    log(f"wall time {wall:.0f} s, peak RSS {peak_rss_mib():.0f} MiB; record: {record_path}")
+    return TrainResult(run_name=name, best_epoch=best["epoch"], history=history, test=test,
+                       test_untrained=test_untrained, test_whitened=test_whitened, record_path=record_path,
+                       checkpoint_last=last_path, checkpoint_best=best_path, wall_seconds=wall,
+                       peak_rss_mib=peak_rss_mib(), model=best_model)
+
+
+def _public(result: dict, ranks: bool = False) -> dict:
+    """An evaluate_split result as plain JSON-able values (with ``ranks``: the
+    1-based rank of each query's first correct match, -1 beyond max N)."""
+    out = {"recall": {int(n): float(v) for n, v in result["recall"].items()},
+           "num_queries": int(result["num_queries"]), "seconds": float(result["seconds"])}
+    if ranks and result.get("ranks") is not None:
+        out["ranks"] = [int(r) for r in result["ranks"]]
+    return out
+
+
+def _whiten(model, cfg: TrainConfig, train_split, device):
+    """A copy of ``model`` with PCA whitening fitted on training database
+    descriptors (at most ``whiten_fit_images`` random images; authors: 10k)."""
+    paths = train_split.db_paths
+    if len(paths) > cfg.whiten_fit_images:
+        idx = np.sort(np.random.default_rng(cfg.seed).choice(len(paths), cfg.whiten_fit_images, replace=False))
+        paths = [paths[i] for i in idx]
+    desc = extract_descriptors(model, paths, cfg.image_size, cfg.eval_batch_size, device, cfg.num_workers,
+                               whiten=False, desc="whitening: training database")
+    out = copy.deepcopy(model)
+    out.whitening = PCAWhitening(model.pooled_dim, cfg.whiten_dim).to(device).fit(desc)
+    out.config = {**model.config, "whiten_dim": cfg.whiten_dim}
+    return out

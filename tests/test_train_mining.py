@@ -1,0 +1,213 @@
+"""Hard-negative mining against a brute-force reference, and cache refreshes."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from repro.data.datasets import load_split
+from repro.data.ground_truth import sample_negatives
+from repro.evaluate import extract_descriptors
+from repro.model import build_model
+from repro.train.cache import DescriptorCache
+from repro.train.loop import TupleImages, train_epoch
+from repro.train.mining import HardNegativeMiner
+from repro.train.trainer import _optimizer
+from repro.train.tuples import TrainingTuples, build_tuples
+from train_fakes import make_fake_street, single_thread, tiny_config
+
+MARGIN = 0.5
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = single_thread()
+    yield
+    torch.set_num_threads(before)
+
+
+def hand_built(seed=0):
+    """60 database rows in 8-D and 4 queries built to have many, a few and no violators."""
+    rng = np.random.default_rng(seed)
+    db = rng.normal(0, 3, (60, 8))
+    q = rng.normal(0, 3, (4, 8))
+    pos = [np.array([0, 1]), np.array([2]), np.array([3, 4]), np.array([5, 6, 7])]
+    db[2] = q[1] + rng.normal(0, 0.01, 8)          # q1: its positive is almost identical, negatives far
+    db[3] = q[2] + rng.normal(0, 1.0, 8)           # q2: positive at d^2 ~ 8 ...
+    db[4] = q[2] + rng.normal(0, 3.0, 8)
+    db[20:24] = q[2] + rng.normal(0, 1.0, (4, 8))  # ... and four negatives about as close: a few violators
+    db[5:8] = q[3] + rng.normal(0, 0.5, (3, 8))    # q3: close positives, far negatives
+    db[30] = q[3] + rng.normal(0, 0.1, 8)          # ... but one negative is closer than them
+    # q0: positives are random far points, so about half of all negatives violate (> 10)
+    non_neg = [np.unique(np.r_[p, np.arange(8)]) for p in pos]
+    tuples = TrainingTuples(query_ids=np.arange(4), potential_positives=pos, non_negatives=non_neg, num_db=60,
+                            pos_radius=10.0, neg_radius=25.0, num_without_positive=0, num_without_negative=0)
+    cache = DescriptorCache(60, 4, 8, dtype="float32")
+    cache.db[:], cache.q[:] = db, q
+    return tuples, cache
+
+
+def reference_mine(tuples, cache, query_ids, rng, ref_cache, num_random, num_cached=10, num_hard=10,
+                   num_positives=1, margin=MARGIN, exclude_very_hard=False):
+    """Plain-Python, float64 restatement of the authors' mining."""
+    db, q = cache.db.astype(np.float64), cache.q.astype(np.float64)
+    out = {}
+    for qi in query_ids:
+        sampled = sample_negatives(tuples.non_negatives[qi], tuples.num_db, num_random, rng)
+        cands = sorted(set(sampled.tolist()) | set(ref_cache.get(qi, [])))
+        d = {i: float(((db[i] - q[qi]) ** 2).sum()) for i in cands}
+        dp = sorted((float(((db[i] - q[qi]) ** 2).sum()), i) for i in tuples.potential_positives[qi])
+        ranked = sorted(cands, key=lambda i: (d[i], i))
+        ref_cache[qi] = ranked[:num_cached]
+        viol = [i for i in ranked if d[i] < dp[0][0] + margin and not (exclude_very_hard and d[i] < dp[0][0])]
+        viol = viol[:num_hard]
+        out[qi] = ([i for _, i in dp[:num_positives]], viol)
+    return out
+
+
+def as_dict(result):
+    got = {t.query: (t.positives.tolist(), t.negatives.tolist()) for t in result.tuples}
+    got.update({qi: None for qi in result.skipped})
+    return got
+
+
+def test_mining_picks_the_true_hardest_violators_all_candidates():
+    tuples, cache = hand_built()
+    miner = HardNegativeMiner(tuples, num_random_negatives=1000, margin=MARGIN)  # >= all 52 negatives
+    result = miner.mine(cache, [0, 1, 2, 3], np.random.default_rng(0))
+    ref = reference_mine(tuples, cache, [0, 1, 2, 3], np.random.default_rng(0), {}, 1000)
+    got = as_dict(result)
+    assert result.skipped == [1] and got[1] is None and ref[1][1] == []
+    for qi in (0, 2, 3):
+        assert got[qi] == ref[qi], qi
+    assert len(ref[0][1]) == 10 and 1 <= len(ref[2][1]) < 10  # the cases the set was built for
+    assert result.num_violating == sum(len(ref[qi][1]) for qi in (0, 2, 3))
+
+
+def test_mining_with_sampled_negatives_and_the_previous_rounds_cache():
+    tuples, cache = hand_built(seed=1)
+    miner = HardNegativeMiner(tuples, num_random_negatives=8, num_cached_negatives=10, margin=MARGIN)
+    ref_cache = {}
+    for round_seed in (1, 2, 3):  # the cache of round r feeds round r + 1
+        result = miner.mine(cache, [0, 2, 3, 1], np.random.default_rng(round_seed))
+        ref = reference_mine(tuples, cache, [0, 2, 3, 1], np.random.default_rng(round_seed), ref_cache, 8)
+        got = as_dict(result)
+        for qi in (0, 1, 2, 3):
+            assert got[qi] == (ref[qi] if ref[qi][1] else None), (round_seed, qi)
+        for qi in (0, 1, 2, 3):
+            assert miner.neg_cache[qi].tolist() == ref_cache[qi]
+    # with only 8 random negatives a round, the remembered ones must matter
+    assert len(ref_cache[0]) == 10
+
+
+def test_exclude_very_hard_keeps_only_negatives_beyond_the_positive():
+    tuples, cache = hand_built()
+    miner = HardNegativeMiner(tuples, num_random_negatives=1000, margin=MARGIN, exclude_very_hard=True)
+    result = miner.mine(cache, [0, 1, 2, 3], np.random.default_rng(0))
+    ref = reference_mine(tuples, cache, [0, 1, 2, 3], np.random.default_rng(0), {}, 1000, exclude_very_hard=True)
+    plain = reference_mine(tuples, cache, [0, 1, 2, 3], np.random.default_rng(0), {}, 1000)
+    got = as_dict(result)
+    assert got == {qi: (r if r[1] else None) for qi, r in ref.items()}
+    assert got[3] is None and plain[3][1] == [30]  # q3's only violator is closer than its positive
+    assert ref[0][1] != plain[0][1]
+
+
+def test_more_than_one_positive_are_the_closest_potential_positives():
+    tuples, cache = hand_built()
+    miner = HardNegativeMiner(tuples, num_random_negatives=1000, num_positives=2, margin=MARGIN)
+    got = as_dict(miner.mine(cache, [3], np.random.default_rng(0)))
+    ref = reference_mine(tuples, cache, [3], np.random.default_rng(0), {}, 1000, num_positives=2)
+    assert got[3] == ref[3] and len(got[3][0]) == 2
+
+
+def test_cache_storage_rules_and_float16_distances(tmp_path):
+    rng = np.random.default_rng(0)
+    db = rng.normal(size=(300, 64)).astype(np.float32)
+    db /= np.linalg.norm(db, axis=1, keepdims=True)  # unit descriptors, like NetVLAD's
+    small = DescriptorCache(300, 2, 64, dtype="auto", fp16_gb=1.0)
+    half = DescriptorCache(300, 2, 64, dtype="auto", fp16_gb=1e-9)  # "large": float16
+    mapped = DescriptorCache(300, 2, 64, dtype="auto", fp16_gb=1e-9, memmap_gb=1e-9, memmap_dir=tmp_path)
+    assert (small.dtype, half.dtype, mapped.dtype) == ("float32", "float16", "float16")
+    assert not small.memmap and not half.memmap and mapped.memmap
+    assert (tmp_path / "cache_db.npy").is_file() and isinstance(mapped.db, np.memmap)
+    assert half.nbytes == 302 * 64 * 2
+    idx = torch.from_numpy(rng.permutation(300)[:200].reshape(2, 100))
+    d2 = {}
+    for c in (small, half, mapped):
+        c.db[:], c.q[:] = db, db[:2]
+        d2[c.dtype, c.memmap] = c.squared_distances(c.query_rows([0, 1]), idx)
+    exact = ((db[idx.numpy()] - db[:2, None]) ** 2).sum(-1)
+    np.testing.assert_allclose(d2["float32", False], exact, atol=1e-5)
+    np.testing.assert_allclose(d2["float16", False], exact, atol=2e-3)
+    np.testing.assert_array_equal(d2["float16", True], d2["float16", False])
+    padded = small.squared_distances(small.query_rows([0]), torch.tensor([[5, -1]]))
+    assert torch.isinf(padded[0, 1]) and torch.isfinite(padded[0, 0])
+
+
+@pytest.fixture(scope="module")
+def street(tmp_path_factory):
+    return make_fake_street(tmp_path_factory.mktemp("street"))
+
+
+def tiny_model():
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="randomly initialised"):
+        return build_model("alexnet", "netvlad", weights=None, num_clusters=4)
+
+
+def test_cache_refresh_is_what_the_next_mining_round_sees(street):
+    split = load_split("synthetic", street, "train")
+    tuples = build_tuples(split)
+    model = tiny_model()
+    cache = DescriptorCache(split.num_db, split.num_q, model.pooled_dim)
+    cache.refresh(model, split.db_paths, split.q_paths, (64, 64))
+    before = np.array(cache.db)
+    np.testing.assert_allclose(before, extract_descriptors(model, split.db_paths, (64, 64)), atol=1e-6)
+    miner = HardNegativeMiner(tuples, num_random_negatives=1000, margin=0.1)
+    first = as_dict(miner.mine(cache, tuples.query_ids, np.random.default_rng(0)))
+
+    with torch.no_grad():  # a different network
+        for p in model.base[-1].parameters():
+            p.add_(torch.randn_like(p) * p.std())
+    cache.refresh(model, split.db_paths, split.q_paths, (64, 64))
+    assert cache.version == 2
+    assert not np.allclose(before, cache.db, atol=1e-3)
+    np.testing.assert_allclose(cache.db, extract_descriptors(model, split.db_paths, (64, 64)), atol=1e-6)
+    ref_cache = {q: v.tolist() for q, v in miner.neg_cache.items()}
+    second = as_dict(miner.mine(cache, tuples.query_ids, np.random.default_rng(1)))
+    ref = reference_mine(tuples, cache, tuples.query_ids, np.random.default_rng(1), ref_cache, 1000, margin=0.1)
+    assert second == {q: (r if r[1] else None) for q, r in ref.items()}
+    assert second != first
+
+
+@pytest.mark.parametrize("refresh_batches, fresh", [(1, True), (100, False)])
+def test_mid_epoch_refresh_reaches_the_miner(street, refresh_batches, fresh):
+    """Inside the training loop, mining at batch b >= 1 sees descriptors of the
+    current network when the cache is refreshed every batch, stale ones otherwise."""
+    split = load_split("synthetic", street, "train")
+    tuples = build_tuples(split)
+    cfg = tiny_config(street, street, lr=1e-3)
+    model = tiny_model()
+    optimizer, _ = _optimizer(cfg, model)
+    cache = DescriptorCache(split.num_db, split.num_q, model.pooled_dim)
+    cache.refresh(model, split.db_paths, split.q_paths, cfg.image_size, cfg.eval_batch_size)
+    miner = HardNegativeMiner(tuples, cfg.num_random_negatives, margin=cfg.margin)
+    seen = []
+    mine = miner.mine
+
+    def spy(cache_, query_ids, rng):
+        current = extract_descriptors(model, split.db_paths, cfg.image_size, cfg.eval_batch_size)
+        seen.append((cache_.version, float(np.abs(current - cache_.db).max())))
+        return mine(cache_, query_ids, rng)
+
+    miner.mine = spy
+    rng = np.random.default_rng(0)
+    stats = train_epoch(model, optimizer, miner, cache, split, TupleImages(split, cfg.image_size),
+                        rng.permutation(tuples.query_ids), 1, rng, cfg, "cpu", refresh_batches)
+    assert stats["updates"] >= 1 and len(seen) == 3
+    if fresh:
+        assert [v for v, _ in seen] == [1, 2, 3]
+        assert all(diff < 1e-5 for _, diff in seen[1:])
+    else:
+        assert [v for v, _ in seen] == [1, 1, 1]
+        assert max(diff for _, diff in seen[1:]) > 1e-4
