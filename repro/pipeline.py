@@ -1,0 +1,479 @@
+"""Run the report: every notebook in order, with papermill, for one profile.
+
+    python -m repro.pipeline --profile default      # make repro (<= 20 min on 2 CPU cores)
+    python -m repro.pipeline --profile smoke        # tiny city, 1 epoch (<= 5 min); writes under cache/smoke/
+    python -m repro.pipeline --profile paper        # Pittsburgh 30k, VGG-16, ImageNet weights, GPU
+    python -m repro.pipeline --profile default --only 05 --force   # make figures: no training, seconds
+    python -m repro.pipeline --profile default --list               # the plan, what would run or be skipped
+
+A profile (``params/{profile}.yaml``) lists the notebooks and their
+parameters: ``common`` parameters go to every notebook that declares them;
+an entry's ``parameters`` add to or override them; ``sweep`` runs the
+notebook once per value (the alpha sweep: a log-spaced list, plus the alpha
+the paper's rule gives, computed once before the sweep); ``requires`` names a
+path without which the entry is skipped. Paths in a profile are relative to
+the repository root; ``${VAR}`` is taken from the environment.
+
+A run is skipped when all of its result files exist (complete), unless
+``--force``. Executed notebooks go to ``executed_dir`` (``results/executed/``
+for the default profile) with an HTML render beside them (``html/``); a
+failing notebook stops the pipeline with the notebook's name and the failing
+cell's error (the partly executed notebook is kept under
+``cache/pipeline/failed/``). At the end: ``results/summary.csv``,
+``results/claims.csv``, the measured runtimes (``results/runtimes/``) and,
+for profiles that write to ``results/``, the README's results section.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from repro.errors import ConfigError, ReproError
+
+KERNEL_ENV = {"TQDM_DISABLE": "1", "SOURCE_DATE_EPOCH": "0"}
+PATH_KEYS = ("results_dir", "figures_dir", "cache_dir", "train_cache_dir", "data_root", "reference_dir")
+
+
+def repo_root() -> Path:
+    from repro.data.synthetic.generate import repo_root as _root
+
+    return _root()
+
+
+def notebooks_dir() -> Path:
+    return repo_root() / "notebooks"
+
+
+@dataclass
+class Run:
+    """One papermill execution."""
+
+    notebook: str                     # e.g. "03_alpha_sweep"
+    name: str                         # executed file stem, e.g. "03_alpha_sweep_alpha10"
+    params: dict                      # injected (paths relative to notebooks/)
+    abs_params: dict                  # the same with absolute paths (for the pipeline's own use)
+    requires: list = field(default_factory=list)
+
+    def outputs(self) -> list[Path]:
+        """The result files this run writes ([] when unknown: the notebook then
+        runs and reports a bad parameter itself)."""
+        from repro.experiments import expected_outputs
+
+        try:
+            return expected_outputs(self.notebook, self.abs_params)
+        except (ConfigError, KeyError, TypeError, ValueError):
+            return []
+
+
+# ---------------------------------------------------------------------------
+# profiles
+
+
+def load_profile(profile: str) -> dict:
+    """``params/{profile}.yaml`` (or a path to a YAML file) as a dict."""
+    path = Path(profile)
+    if not path.suffix:
+        path = repo_root() / "params" / f"{profile}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (repo_root() / "params").glob("*.yaml"))
+        raise ConfigError(f"no profile {profile!r}: {path} not found (known profiles: {', '.join(known)})")
+    try:
+        prof = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(prof.get("notebooks"), list):
+        raise ConfigError(f"{path}: needs a 'notebooks' list")
+    prof.setdefault("name", path.stem)
+    return prof
+
+
+def _expand(value):
+    if isinstance(value, str) and "$" in value:
+        out = os.path.expandvars(value)
+        missing = re.findall(r"\$\{?(\w+)\}?", out)
+        if missing:
+            raise ConfigError(f"environment variable {missing[0]} is not set (used in the profile as {value!r}); "
+                              f"set it, e.g. export {missing[0]}=/data/pittsburgh")
+        return out
+    if isinstance(value, dict):
+        return {k: _expand(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    return value
+
+
+def _declared(notebook: str) -> dict:
+    import papermill as pm
+
+    path = notebooks_dir() / f"{notebook}.ipynb"
+    if not path.is_file():
+        raise ConfigError(f"notebook not found: {path}")
+    return pm.inspect_notebook(str(path))
+
+
+def _abs(value, root: Path):
+    if value is None:
+        return None
+    p = Path(str(value)).expanduser()
+    return str(p if p.is_absolute() else (root / p).resolve())
+
+
+def _for_notebook(value: str) -> str:
+    """An absolute path as the notebook (cwd notebooks/) sees it: relative when inside the repository."""
+    p = Path(value)
+    try:
+        p.relative_to(repo_root())
+        return os.path.relpath(p, notebooks_dir())
+    except ValueError:
+        return str(p)
+
+
+def plan(profile: dict) -> list[Run]:
+    """The runs of a profile, in order (the rule's alpha is added at run time)."""
+    root = repo_root()
+    common = dict(profile.get("common") or {})
+    for k in ("results_dir", "figures_dir"):
+        common.setdefault(k, profile.get(k, "results" if k == "results_dir" else "figures"))
+    runs = []
+    for entry in profile["notebooks"]:
+        if isinstance(entry, str):
+            entry = {"notebook": entry}
+        nb = entry["notebook"]
+        declared = _declared(nb)
+        params = {k: v for k, v in common.items() if k in declared}
+        extra = entry.get("parameters") or {}
+        unknown = [k for k in extra if k not in declared]
+        if unknown:
+            raise ConfigError(f"profile {profile['name']!r}: {nb} has no parameter(s) {unknown}; "
+                              f"it declares {sorted(declared)}")
+        params.update(extra)
+        if "reuse_existing" in declared:  # set per invocation: --force retrains
+            params.setdefault("reuse_existing", True)
+        params = _expand(params)
+        abs_params = {k: (_abs(v, root) if k in PATH_KEYS and v is not None else v) for k, v in params.items()}
+        nb_params = {k: (_for_notebook(v) if k in PATH_KEYS and v is not None else v) for k, v in abs_params.items()}
+        requires = [_abs(_expand(r), root) for r in (entry.get("requires") or [])]
+        name = entry.get("name", nb)
+        sweep = entry.get("sweep") or {}
+        if sweep:
+            key = [k for k in sweep if k != "add_rule_alpha"]
+            if len(key) != 1 or key[0] not in declared:
+                raise ConfigError(f"profile {profile['name']!r}: a sweep of {nb} needs one declared parameter, got {key}")
+            key = key[0]
+            values = list(sweep[key])
+            for v in values:
+                runs.append(Run(nb, f"{name}_{key}{_tag(v)}", {**nb_params, key: v}, {**abs_params, key: v}, requires))
+            if sweep.get("add_rule_alpha"):
+                runs.append(Run(nb, f"{name}_{key}_rule", {**nb_params, key: "rule"}, {**abs_params, key: "rule"},
+                                requires))
+        else:
+            runs.append(Run(nb, name, nb_params, abs_params, requires))
+    return runs
+
+
+def _tag(v) -> str:
+    from repro.experiments import alpha_tag
+
+    return alpha_tag(v) if isinstance(v, (int, float)) else re.sub(r"[^\w.-]", "_", str(v))
+
+
+def _resolve_rule(run: Run, log) -> Run:
+    """Replace alpha "rule" by the value the paper's rule gives (cached init)."""
+    if run.abs_params.get("alpha") != "rule":
+        return run
+    from repro.experiments import rule_alpha
+
+    p = dict(run.abs_params)
+    p.pop("alpha")
+    alpha = rule_alpha(log=log, **p)
+    log(f"    the paper's rule gives alpha = {alpha:.6g}")
+    return Run(run.notebook, run.name, {**run.params, "alpha": alpha}, {**run.abs_params, "alpha": alpha}, run.requires)
+
+
+# ---------------------------------------------------------------------------
+# execution
+
+
+def ensure_kernel() -> None:
+    """Register this interpreter as the Jupyter kernel ``python3`` (inside the
+    virtual environment) when no such kernel spec is installed there."""
+    spec = Path(sys.prefix) / "share" / "jupyter" / "kernels" / "python3" / "kernel.json"
+    if spec.is_file():
+        return
+    subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"],
+                   check=True, capture_output=True)
+
+
+class _Echo:
+    """A file-like sink for the notebook's printed output (papermill
+    ``stdout_file``/``stderr_file``): each line to the console, indented."""
+
+    def __init__(self, stream):
+        self.stream, self.buf = stream, ""
+
+    def write(self, text: str) -> int:
+        self.buf += text
+        *lines, self.buf = self.buf.split("\n")
+        for line in lines:
+            if line.strip():
+                print(f"    | {line}", file=self.stream, flush=True)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.buf.strip():
+            print(f"    | {self.buf}", file=self.stream, flush=True)
+        self.buf = ""
+
+
+def execute(run: Run, executed_dir: Path, html: bool = True, echo: bool = True, timeout: int | None = None) -> Path:
+    """Execute one notebook with papermill; on success the executed notebook
+    lands in ``executed_dir`` (and its HTML render in ``executed_dir/html``).
+    Raises :class:`NotebookFailed` naming the notebook and the failing cell."""
+    import papermill as pm
+
+    ensure_kernel()
+    work = repo_root() / "cache" / "pipeline"
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = work / f"{run.name}.ipynb"
+    out_sink, err_sink = (_Echo(sys.stdout), _Echo(sys.stderr)) if echo else (None, None)
+    # TQDM_DISABLE: progress bars would fill the executed notebooks;
+    # SOURCE_DATE_EPOCH: PDFs without a creation date, so an unchanged figure
+    # keeps its bytes. The kernel inherits both.
+    env_before = {k: os.environ.get(k) for k in KERNEL_ENV}
+    os.environ.update(KERNEL_ENV)
+    try:
+        pm.execute_notebook(str(notebooks_dir() / f"{run.notebook}.ipynb"), str(tmp), parameters=run.params,
+                            cwd=str(notebooks_dir()), kernel_name="python3", progress_bar=False,
+                            stdout_file=out_sink, stderr_file=err_sink, execution_timeout=timeout)
+    except pm.PapermillExecutionError as exc:
+        failed = work / "failed" / f"{run.name}.ipynb"
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        if tmp.is_file():
+            shutil.move(str(tmp), failed)
+        raise NotebookFailed(run.name, exc.exec_count, exc.ename, exc.evalue, failed) from None
+    finally:
+        for sink in (out_sink, err_sink):
+            if sink:
+                sink.flush()
+        for k, v in env_before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    out = executed_dir / f"{run.name}.ipynb"
+    _relative_paths(tmp, notebooks_dir() / f"{run.notebook}.ipynb", out)
+    shutil.move(str(tmp), out)
+    if html:
+        render_html(out, executed_dir / "html" / f"{run.name}.html")
+    return out
+
+
+def _relative_paths(executed: Path, source: Path, final: Path) -> None:
+    """Papermill records the input and output paths; make them relative to
+    the repository, so committed notebooks carry no machine-specific paths."""
+    import nbformat
+
+    nb = nbformat.read(executed, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    meta["input_path"] = _short(source)
+    meta["output_path"] = _short(final)
+    nbformat.write(nb, executed)
+
+
+def render_html(notebook: Path, out: Path) -> Path:
+    import nbconvert
+    import nbformat
+
+    body, _ = nbconvert.HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    from repro.report import atomic_write_text
+
+    return atomic_write_text(out, body)
+
+
+class NotebookFailed(ReproError):
+    def __init__(self, name, cell, ename, evalue, path):
+        self.name, self.cell, self.ename, self.evalue, self.path = name, cell, ename, evalue, path
+        super().__init__(f"notebook {name} failed in cell [{cell}]: {ename}: {evalue}\n"
+                         f"  the partly executed notebook: {path}")
+
+
+# ---------------------------------------------------------------------------
+# the whole profile
+
+
+def _describe(params: dict) -> str:
+    keys = [k for k in ("dataset", "synthetic_preset", "backbone", "alpha", "train", "epochs", "poolings")
+            if k in params]
+    if params.get("dataset") != "synthetic":
+        keys = [k for k in keys if k != "synthetic_preset"]
+    if "poolings" not in params and not params.get("train"):
+        keys = [k for k in keys if k != "epochs"]
+    return ", ".join(f"{k}={params[k]!r}" if not isinstance(params[k], float) else f"{k}={params[k]:.4g}" for k in keys)
+
+
+def _runtimes_path(profile: dict) -> Path:
+    return Path(_abs(profile.get("runtimes_dir", "results/runtimes"), repo_root())) / f"{profile['name']}.json"
+
+
+def _save_runtimes(profile: dict, measured: dict, plan_names: list[str], wall: float, complete: bool,
+                   not_available: list[str] = (), caches_at_start: list[str] = ()) -> None:
+    """Merge this invocation's measured seconds into ``runtimes_dir/{profile}.json``
+    (per run: the last time it was executed; ``full_run``: the wall time of
+    the last invocation that executed every run)."""
+    from repro.report import write_json
+
+    profile_name = profile["name"]
+    path = _runtimes_path(profile)
+    old = {}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            old = {}
+    runs = dict(old.get("runs", {}))
+    runs.update(measured)
+    runs = {k: v for k, v in runs.items() if k in plan_names}
+    rec = {"profile": profile_name, "runs": runs,
+           "total_executed_seconds": sum(v["seconds"] for v in runs.values()),
+           "last_invocation": {"wall_seconds": wall, "executed": sorted(measured), "complete": complete,
+                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu_count": os.cpu_count()}}
+    full, fresh = old.get("full_run"), old.get("full_run_fresh")
+    if full and full.get("caches_at_start") == [] and not fresh:
+        fresh = full
+    if complete and len(measured) + len(not_available) == len(plan_names):  # nothing skipped for existing results
+        full = {"wall_seconds": wall, "finished": rec["last_invocation"]["finished"], "cpu_count": os.cpu_count(),
+                "not_available": list(not_available), "caches_at_start": list(caches_at_start)}
+        if not caches_at_start:
+            fresh = full
+    if full:
+        rec["full_run"] = full
+    if fresh:  # the last full run from a fresh tree (no caches): what `make repro` costs on a fresh clone
+        rec["full_run_fresh"] = fresh
+    write_json(path, rec)
+
+
+def finish(profile: dict, log=print) -> None:
+    """Summary, claims and (if the profile says so) the README section."""
+    from repro import results as res
+
+    results_dir = Path(_abs(profile.get("results_dir", "results"), repo_root()))
+    summary_path, summary = res.write_summary(results_dir)
+    try:
+        paper, _ = res.load_paper_reference(results_dir)
+    except FileNotFoundError:
+        paper = None
+    claims_path, claims = res.write_claims(results_dir, summary, paper)
+    log(f"summary: {summary_path} ({len(summary)} rows); claims: {claims_path}")
+    if profile.get("update_readme"):
+        section = res.readme_section(summary, claims, f"python -m repro.pipeline --profile {profile['name']}",
+                                     runtimes=res.load_runtimes(_runtimes_path(profile).parent))
+        changed = res.update_readme(repo_root() / "README.md", section)
+        log("README results section " + ("updated" if changed else "unchanged"))
+
+
+def run_profile(profile_name: str, force: bool = False, only: list[str] | None = None, html: bool = True,
+                list_only: bool = False, log=print) -> int:
+    profile = load_profile(profile_name)
+    runs = plan(profile)
+    if only:
+        runs = [r for r in runs if any(r.name.startswith(o) or r.notebook.startswith(o) for o in only)]
+        if not runs:
+            raise ConfigError(f"--only {only}: no run of profile {profile['name']!r} matches")
+    executed_dir = Path(_abs(profile.get("executed_dir", "results/executed"), repo_root()))
+    names = [r.name for r in plan(profile)]
+    log(f"profile {profile['name']}: {len(runs)} notebook run(s); executed notebooks -> {executed_dir}")
+    start = time.perf_counter()
+    measured = {}
+    not_available = []
+    # what was already computed when this invocation started (a fresh clone: nothing)
+    caches = sorted(p.name for p in (repo_root() / "cache").glob("*") if p.is_dir() and any(p.iterdir())) \
+        if (repo_root() / "cache").is_dir() else []
+    complete = False
+    try:
+        for i, run in enumerate(runs, 1):
+            head = f"[{i}/{len(runs)}] {run.name}"
+            missing = [r for r in run.requires if not Path(r).exists()]
+            if missing:
+                log(f"{head}: skipped, needs {missing[0]} (absent)")
+                not_available.append(run.name)
+                continue
+            if run.abs_params.get("alpha") == "rule" and not list_only:
+                log(f"{head}: computing the paper's rule for alpha")
+                run = _resolve_rule(run, log)
+            outputs = run.outputs() if run.abs_params.get("alpha") != "rule" else []
+            if outputs and not force and all(_complete(p) for p in outputs):
+                log(f"{head}: skipped, results exist ({_short(outputs[0])}{' ...' if len(outputs) > 1 else ''}); "
+                    "--force reruns")
+                continue
+            if list_only:
+                log(f"{head}: would run ({_describe(run.params)})")
+                continue
+            if force and "reuse_existing" in run.params:
+                run.params["reuse_existing"] = False
+            log(f"{head}: running ({_describe(run.params)})")
+            t0 = time.perf_counter()
+            out = execute(run, executed_dir, html=html)
+            dt = time.perf_counter() - t0
+            measured[run.name] = {"seconds": round(dt, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            log(f"{head}: done in {dt:.0f} s -> {_short(out)}")
+        complete = True
+    finally:
+        wall = time.perf_counter() - start
+        if measured and not list_only:
+            _save_runtimes(profile, measured, names, wall, complete and not only, not_available, caches)
+    if list_only:
+        return 0
+    finish(profile, log)
+    log(f"profile {profile['name']} finished in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def _complete(path: Path) -> bool:
+    from repro.experiments import record_complete
+
+    return record_complete(path)
+
+
+def _short(p) -> str:
+    try:
+        return str(Path(p).relative_to(repo_root()))
+    except ValueError:
+        return str(p)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m repro.pipeline", description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="default", help="default | smoke | paper, or a YAML file (params/*.yaml)")
+    ap.add_argument("--force", action="store_true", help="rerun notebooks whose results exist")
+    ap.add_argument("--only", action="append", metavar="NAME",
+                    help="run only notebooks whose name starts with NAME (e.g. 05 or 03_alpha_sweep); repeatable")
+    ap.add_argument("--no-html", action="store_true", help="skip the HTML renders")
+    ap.add_argument("--list", action="store_true", help="show the plan (what would run or be skipped), run nothing")
+    args = ap.parse_args(argv)
+    try:
+        return run_profile(args.profile, force=args.force, only=args.only, html=not args.no_html, list_only=args.list)
+    except NotebookFailed as exc:
+        print(f"\nFAILED: {exc}", file=sys.stderr)
+        return 1
+    except ReproError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""The report's notebooks: clean sources, and every one run end to end by the
+pipeline (papermill) with tiny parameters, into temporary folders.
+
+The end-to-end run is one pipeline invocation over a tiny profile (tiny
+synthetic city, 1 training epoch of a few queries, two alphas): about two
+minutes on 2 CPU cores. Nothing is written to the repository's results/ or
+figures/.
+"""
+import json
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from repro import pipeline
+from repro.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NAMES = ["01_data_prep", "02_train", "03_alpha_sweep", "04_fmax_output_size", "05_paper_comparison"]
+PAPER_KNOBS = ["dataset", "data_root", "backbone", "weights", "image_size", "epochs", "device"]
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*randomly initialised")
+
+
+def test_the_five_notebooks_exist():
+    assert [p.stem for p in NOTEBOOKS] == NAMES
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_source_has_no_outputs_and_one_parameters_cell(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    tagged = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: {len(tagged)} cells tagged 'parameters'"
+    assert tagged[0].cell_type == "code"
+    for c in nb.cells:
+        if c.cell_type == "code":
+            assert c.outputs == [] and c.execution_count is None, f"{path.name}: a code cell has outputs"
+    # the paper-scale knobs are named in the parameters cell (as a parameter or a comment)
+    src = tagged[0].source
+    missing = [k for k in PAPER_KNOBS if k not in src]
+    assert not missing, f"{path.name}: parameters cell does not mention {missing}"
+    assert "papermill" not in json.dumps(nb.metadata), f"{path.name}: executed-notebook metadata in the source"
+
+
+def test_profiles_plan(monkeypatch):
+    """Every parameter a profile sets is declared by its notebook; sweeps expand."""
+    for name in ("default", "smoke"):
+        runs = pipeline.plan(pipeline.load_profile(name))
+        assert [r.notebook for r in runs][0] == "01_data_prep" and runs[-1].notebook == "05_paper_comparison"
+        sweep = [r for r in runs if r.notebook == "03_alpha_sweep"]
+        assert len(sweep) >= 3 and sweep[-1].params["alpha"] == "rule"
+        assert len({r.name for r in runs}) == len(runs)
+        for r in runs:  # paths reach the notebooks relative to notebooks/
+            for k in ("results_dir", "figures_dir"):
+                if k in r.params:
+                    assert r.params[k].startswith("../")
+    monkeypatch.delenv("PITTSBURGH_ROOT", raising=False)
+    with pytest.raises(ConfigError, match="PITTSBURGH_ROOT"):
+        pipeline.plan(pipeline.load_profile("paper"))
+    monkeypatch.setenv("PITTSBURGH_ROOT", "/data/pittsburgh")
+    runs = pipeline.plan(pipeline.load_profile("paper"))
+    assert {r.params.get("backbone") for r in runs if r.notebook == "02_train"} == {"vgg16", "alexnet"}
+    assert all(r.params.get("data_root") == "/data/pittsburgh" for r in runs if "data_root" in r.params)
+
+
+def test_unknown_profile_and_parameter(tmp_path):
+    with pytest.raises(ConfigError, match="no profile"):
+        pipeline.load_profile("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"notebooks": [{"notebook": "05_paper_comparison", "parameters": {"alpha": 1}}]}))
+    with pytest.raises(ConfigError, match="no parameter"):
+        pipeline.plan(pipeline.load_profile(str(bad)))
+
+
+def tiny_profile(tmp: Path, notebooks) -> Path:
+    prof = {
+        "results_dir": str(tmp / "results"), "figures_dir": str(tmp / "figures"),
+        "executed_dir": str(tmp / "executed"), "runtimes_dir": str(tmp / "runtimes"), "update_readme": False,
+        "common": {"dataset": "synthetic", "synthetic_preset": "tiny", "city_seed": 0, "backbone": "alexnet",
+                   "weights": None, "image_size": [64, 80], "device": "cpu", "seed": 0, "epochs": 1,
+                   "num_clusters": 4, "init_images": 20, "init_descriptors": 400},
+        "notebooks": notebooks,
+    }
+    path = tmp / "tiny.yaml"
+    path.write_text(yaml.safe_dump(prof))
+    return path
+
+
+def test_every_notebook_runs_end_to_end(tmp_path):
+    cache = tmp_path / "cache"
+    # 05 needs the paper's numbers: ../shared/reference, or the committed results/paper copy
+    have_reference = (REPO.parent / "shared" / "reference" / "netvlad_fig5.csv").is_file() or \
+        (REPO / "results" / "paper" / "netvlad_fig5.csv").is_file()
+    profile = tiny_profile(tmp_path, [
+        {"notebook": "01_data_prep", "parameters": {"n_samples": 3}},
+        {"notebook": "02_train", "parameters": {
+            "cache_dir": str(cache / "train"), "poolings": ["netvlad", "fmax"],
+            "train_options": {"queries_per_epoch": 8, "val_queries": 8, "init_images": 20, "init_descriptors": 400,
+                              "num_random_negatives": 20, "eval_batch_size": 16}}},
+        {"notebook": "03_alpha_sweep", "parameters": {"cache_dir": str(cache / "features")},
+         "sweep": {"alpha": [50], "add_rule_alpha": True}},
+        {"notebook": "03_alpha_sweep", "name": "03_alpha_sweep_trained", "parameters": {
+            "alpha": 5, "train": True, "cache_dir": str(cache / "features"), "train_cache_dir": str(cache / "train"),
+            "train_options": {"queries_per_epoch": 8, "val_queries": 8, "num_random_negatives": 20,
+                              "eval_batch_size": 16, "eval_untrained": False}}},
+        {"notebook": "04_fmax_output_size", "parameters": {"cache_dir": str(cache / "features"), "grids": [1, 2],
+                                                           "whiten_dims": [32, 8]}},
+    ] + ([{"notebook": "05_paper_comparison"}] if have_reference else []))
+    logs = []
+    assert pipeline.run_profile(str(profile), html=True, log=logs.append) == 0
+    executed = sorted(p.stem for p in (tmp_path / "executed").glob("*.ipynb"))
+    assert executed == ["01_data_prep", "02_train", "03_alpha_sweep_alpha50", "03_alpha_sweep_alpha_rule",
+                        "03_alpha_sweep_trained", "04_fmax_output_size"] + (["05_paper_comparison"] if have_reference else [])
+    for p in (tmp_path / "executed").glob("*.ipynb"):
+        nb = nbformat.read(p, as_version=4)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert not errors, f"{p.name}: {errors[0]['ename']}"
+        assert (tmp_path / "executed" / "html" / f"{p.stem}.html").is_file()
+    results = tmp_path / "results"
+    if not have_reference:
+        pytest.skip("01-04 ran; 05 needs the paper's numbers and neither ../shared/reference nor the committed "
+                    "results/paper/ copy is present")
+    summary = pd.read_csv(results / "summary.csv")
+    for c in ["experiment", "dataset", "backbone", "pooling", "dim", "trained", "alpha", "seed", "n", "recall_pct",
+              "synthetic", "source"]:
+        assert c in summary.columns
+    assert set(summary["experiment"]) == {"train", "alpha_sweep", "fmax_output_size"}
+    assert summary["synthetic"].all() and (summary["dataset"] == "synthetic_tiny_seed0").all()
+    sweep = summary[summary["experiment"] == "alpha_sweep"]
+    assert sorted(sweep["alpha"].round(6).unique())[-1] == 50 and sweep["alpha"].nunique() == 3
+    assert sweep["is_rule_alpha"].any()
+    # train=True: one more result file for that alpha, trained (its trainer record beside the sweep, not in train/)
+    trained = sweep[sweep["trained"].astype(bool)]
+    assert trained["alpha"].unique().tolist() == [5] and len(list((results / "train").glob("*.json"))) == 2
+    assert (results / "alpha_sweep" / "train").is_dir()
+    sweep = sweep[~sweep["trained"].astype(bool)]
+    # the rule's alpha run is NetVLAD as the trainer initialised it: same recall as its untrained model
+    train_nv = summary[(summary["experiment"] == "train") & (summary["pooling"] == "netvlad") & ~summary["trained"]]
+    rule = sweep[sweep["is_rule_alpha"]]
+    assert rule.set_index("n")["recall_pct"].to_dict() == train_nv.set_index("n")["recall_pct"].to_dict()
+    claims = pd.read_csv(results / "claims.csv")
+    assert set(claims["claim_id"]) >= {"netvlad_vs_fmax", "trained_vs_off_the_shelf", "whitening_equal_dim",
+                                       "vgg16_vs_alexnet", "alpha_rule_near_best"}
+    for name in ["paper_comparison_fig5", "train_synthetic_tiny_seed0", "alpha_sweep_synthetic_tiny_seed0_alexnet_K4",
+                 "fmax_output_size_synthetic_tiny_seed0_alexnet_K4", "data_synthetic_tiny_seed0_maps"]:
+        for ext in ("png", "pdf"):
+            assert (tmp_path / "figures" / f"{name}.{ext}").is_file(), name
+    assert (results / "paper" / "netvlad_fig5.csv").is_file() or not (REPO.parent / "shared" / "reference").is_dir()
+    runtimes = json.loads((tmp_path / "runtimes" / "tiny.json").read_text())
+    assert runtimes["full_run"]["wall_seconds"] > 0 and len(runtimes["runs"]) == 7
+
+    # a second invocation skips every run whose results exist (05 always runs)
+    logs.clear()
+    pipeline.run_profile(str(profile), list_only=True, log=logs.append)
+    skipped = [line for line in logs if "skipped, results exist" in line]
+    assert len(skipped) == 5 and any("would run" in line and "05_paper_comparison" in line for line in logs)
+
+
+def test_a_bad_alpha_stops_the_pipeline_naming_the_notebook_and_cell(tmp_path):
+    profile = tiny_profile(tmp_path, [{"notebook": "03_alpha_sweep", "parameters": {"alpha": -1}}])
+    with pytest.raises(pipeline.NotebookFailed) as info:
+        pipeline.run_profile(str(profile), html=False, log=lambda m: None)
+    msg = str(info.value)
+    assert "03_alpha_sweep" in msg and "ConfigError" in msg and "alpha must be a positive" in msg
+    assert info.value.path.is_file()
+    assert not (tmp_path / "executed").exists()  # a failed notebook is not published
+    assert pipeline.main(["--profile", str(profile), "--no-html"]) == 1

@@ -1,0 +1,338 @@
+"""From hand-built result records to the summary, the claims table and the README section."""
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from repro import results as res
+from repro.experiments import alpha_sweep_path, check_alpha_param, expected_outputs, train_rows
+from repro.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO.parent / "shared" / "reference"
+NS = [1, 5, 10]
+
+
+def curve(r1, r5, r10, nq=400):
+    return {"recall": {"1": r1, "5": r5, "10": r10}, "num_queries": nq, "seconds": 1.0}
+
+
+def train_record(pooling, untrained, trained, status="complete", backbone="alexnet", dataset="synthetic", k=16):
+    return {
+        "experiment": "train", "run_name": f"synthetic_default_seed0_{backbone}_{pooling}_seed0", "status": status,
+        "seed": 0, "dataset": dataset, "synthetic": dataset == "synthetic", "git_commit": "abc",
+        "config": {"synthetic_preset": "default", "city_seed": 0, "test_split": "test", "whiten_dim": None,
+                   "backbone": backbone, "pooling": pooling, "num_clusters": k, "fmax_output_size": [1, 1],
+                   "data_root": None},
+        "model_config": {"backbone": backbone, "pooling": pooling, "num_clusters": k, "fmax_output_size": [1, 1],
+                         "alpha": 40.0},
+        "init": {"alpha": 40.0} if pooling == "netvlad" else None,
+        "epochs": [{"epoch": 0, "val": curve(10, 20, 30)}, {"epoch": 1, "loss": 0.5, "val": curve(20, 30, 40)}],
+        "best_epoch": 1, "test_untrained": curve(*untrained), "test": curve(*trained), "test_whitened": None,
+    }
+
+
+def sweep_record(alpha, r1, rule=40.0, dataset="synthetic_default_seed0"):
+    return {"experiment": "alpha_sweep", "dataset": dataset, "split": "test", "synthetic": True, "seed": 0,
+            "alpha": alpha, "alpha_rule": rule, "is_rule_alpha": math.isclose(alpha, rule), "trained": False,
+            "git_commit": "abc", "config": {"backbone": "alexnet", "num_clusters": 16},
+            "rows": [{"backbone": "alexnet", "pooling": "netvlad", "alpha": alpha, "whitened": False, "trained": False,
+                      "variant": "off-the-shelf", "dim": 4096, "n": n, "recall_pct": r1 + 10 * i, "num_queries": 400}
+                     for i, n in enumerate(NS)]}
+
+
+def fmax_record(white, plain, fmax):
+    """white/plain: {dim: R@1}; fmax: {(grid, dim): R@1}."""
+    rows = []
+
+    def add(variant, pooling, dim, r1, whitened=False):
+        rows.extend({"backbone": "alexnet", "pooling": pooling, "variant": variant, "dim": dim, "trained": False,
+                     "whitened": whitened, "alpha": None if pooling == "fmax" else 40.0, "n": n,
+                     "recall_pct": r1 + 10 * i, "num_queries": 400} for i, n in enumerate(NS))
+
+    for (grid, dim), r1 in fmax.items():
+        add(f"f_max {grid}", "fmax", dim, r1)
+    add("NetVLAD", "netvlad", 4096, 30.0)
+    for dim, r1 in white.items():
+        add("NetVLAD + PCA-whitening", "netvlad", dim, r1, True)
+    for dim, r1 in plain.items():
+        add("NetVLAD + PCA", "netvlad", dim, r1)
+    return {"experiment": "fmax_output_size", "dataset": "synthetic_default_seed0", "split": "test", "synthetic": True,
+            "seed": 0, "git_commit": "abc", "alpha": 40.0, "alpha_rule": 40.0,
+            "config": {"backbone": "alexnet", "num_clusters": 16}, "rows": rows}
+
+
+def write(path: Path, rec: dict):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rec))
+
+
+@pytest.fixture
+def results(tmp_path):
+    r = tmp_path / "results"
+    write(r / "train" / "nv.json", train_record("netvlad", (20, 40, 50), (30, 50, 60)))
+    write(r / "train" / "fm.json", train_record("fmax", (18, 35, 45), (25, 45, 55)))
+    write(r / "train" / "unfinished.json", train_record("netvlad", (1, 2, 3), (4, 5, 6), status="running",
+                                                        backbone="vgg16"))
+    for a, r1 in [(0.01, 15.0), (1.0, 18.0), (40.0, 24.0), (100.0, 25.0), (1e4, 23.0)]:
+        write(alpha_sweep_path(r, "synthetic_default_seed0", "alexnet", 16, a), sweep_record(a, r1))
+    write(r / "fmax_output_size" / "x.json",
+          fmax_record({256: 26.0, 1024: 28.0}, {256: 21.0, 1024: 22.0}, {("1x1", 256): 19.0, ("2x2", 1024): 24.0}))
+    return r
+
+
+def test_summary_columns_rows_and_flags(results):
+    s = res.collect_summary(results)
+    for c in ["experiment", "dataset", "backbone", "pooling", "dim", "trained", "alpha", "seed", "n", "recall_pct",
+              "synthetic", "source"]:
+        assert c in s.columns
+    assert set(s["experiment"]) == {"train", "alpha_sweep", "fmax_output_size"}
+    assert s["synthetic"].all()
+    assert "vgg16" not in set(s["backbone"])  # the unfinished record is left out
+    tr = s[s["experiment"] == "train"]
+    nv = tr[(tr["pooling"] == "netvlad") & tr["trained"] & (tr["n"] == 1)]
+    assert nv["recall_pct"].tolist() == [30.0] and nv["dim"].tolist() == [16 * 256] and nv["alpha"].tolist() == [40.0]
+    fm = tr[(tr["pooling"] == "fmax") & ~tr["trained"].astype(bool) & (tr["n"] == 5)]
+    assert fm["recall_pct"].tolist() == [35.0] and fm["dim"].tolist() == [256] and fm["alpha"].isna().all()
+    assert tr["dataset"].unique().tolist() == ["synthetic_default_seed0"]
+    assert s.loc[s["experiment"] == "alpha_sweep", "is_rule_alpha"].sum() == 3  # one alpha, three N
+    assert (s["source"].str.startswith("results/")).all()
+    path, df = res.write_summary(results)
+    assert path == results / "summary.csv" and len(pd.read_csv(path)) == len(df)
+
+
+def test_empty_results_give_an_empty_summary_and_untested_claims(tmp_path):
+    s = res.collect_summary(tmp_path / "nothing")
+    assert s.empty and "recall_pct" in s.columns
+    c = res.claims_table(s)
+    assert len(c) == len(res.CLAIMS) and set(c["supported"]) == {"not tested"}
+
+
+def test_compare_verdicts():
+    a = pd.DataFrame({"n": NS, "recall_pct": [30.0, 50.0, 60.0]})
+    assert res.compare(a, a.assign(recall_pct=[20.0, 40.0, 50.0]))[0] == "yes"
+    assert res.compare(a, a.assign(recall_pct=[30.0, 40.0, 50.0]))[0] == "yes"  # a tie at one N, higher elsewhere
+    assert res.compare(a, a.assign(recall_pct=[40.0, 60.0, 70.0]))[0] == "no"
+    assert res.compare(a, a)[0] == "no" and "tie" in res.compare(a, a)[1]
+    assert res.compare(a, a.assign(recall_pct=[20.0, 60.0, 50.0]))[0] == "mixed"
+    assert res.compare(a, a.iloc[0:0])[0] == "not tested"
+
+
+def _claims(results):
+    c = res.claims_table(res.collect_summary(results))
+    return {cid: g for cid, g in c.groupby("claim_id")}
+
+
+def test_claims_from_hand_built_records(results):
+    c = _claims(results)
+    nv = c["netvlad_vs_fmax"]
+    trained = nv[nv["note"].str.contains("both trained")]
+    assert trained["supported"].tolist() == ["yes"] and "30.0/50.0/60.0 vs 25.0/45.0/55.0" in trained["ours"].iloc[0]
+    same_base = nv[nv["note"].str.contains("same base")]
+    assert same_base["supported"].tolist() == ["yes"]  # NetVLAD 30 vs f_max 1x1 19
+    tr = c["trained_vs_off_the_shelf"].set_index(c["trained_vs_off_the_shelf"]["note"].str.split(",").str[0])
+    assert tr.loc["alexnet + netvlad", "supported"] == "yes" and tr.loc["alexnet + fmax", "supported"] == "yes"
+    w = c["whitening_equal_dim"]
+    assert w["supported"].tolist() == ["yes"] and "256-D 26.0 vs 21.0" in w["ours"].iloc[0]
+    assert "f_max at equal dimension" in w["note"].iloc[0]
+    a = c["alpha_rule_near_best"]
+    # best 25.0 at alpha 100, rule 24.0 at alpha 40: gap 1.0 < 1 s.e. (sqrt(.25*.75/400) = 2.2 points)
+    assert a["supported"].tolist() == ["yes"] and "gap 1.0" in a["ours"].iloc[0]
+    assert c["vgg16_vs_alexnet"]["supported"].tolist() == ["not tested"]
+    assert (c["netvlad_vs_fmax"]["dataset"] == "synthetic_default_seed0 (test)").all()
+    assert c["netvlad_vs_fmax"]["synthetic"].all()
+
+
+def test_claims_that_fail(results):
+    write(results / "train" / "fm.json", train_record("fmax", (18, 35, 45), (35, 55, 65)))
+    write(alpha_sweep_path(results, "synthetic_default_seed0", "alexnet", 16, 100.0), sweep_record(100.0, 35.0))
+    write(results / "fmax_output_size" / "x.json",
+          fmax_record({256: 20.0, 1024: 25.0}, {256: 21.0, 1024: 22.0}, {("1x1", 256): 19.0}))
+    c = _claims(results)
+    nv = c["netvlad_vs_fmax"]
+    assert nv.loc[nv["note"].str.contains("both trained"), "supported"].tolist() == ["no"]
+    assert c["alpha_rule_near_best"]["supported"].tolist() == ["no"]
+    assert c["whitening_equal_dim"]["supported"].tolist() == ["mixed"]
+
+
+def test_synthetic_and_real_never_compared_together(results):
+    real = train_record("fmax", (1, 2, 3), (90, 95, 97), dataset="pitts30k")
+    real["run_name"] = "pitts30k_alexnet_fmax_seed0"
+    write(results / "train" / "real_fm.json", real)
+    c = res.claims_table(res.collect_summary(results))
+    nv = c[c["claim_id"] == "netvlad_vs_fmax"]
+    # the real f_max (90) has no NetVLAD partner on pitts30k, so no row for it; the synthetic verdict is unchanged
+    assert set(nv["dataset"]) == {"synthetic_default_seed0 (test)"}
+    assert nv.loc[nv["note"].str.contains("both trained"), "supported"].tolist() == ["yes"]
+    tr = c[c["claim_id"] == "trained_vs_off_the_shelf"]
+    assert set(tr["dataset"]) == {"synthetic_default_seed0 (test)", "pitts30k (test)"}
+    assert tr.loc[tr["dataset"] == "pitts30k (test)", "synthetic"].tolist() == [False]
+
+
+def test_vgg16_vs_alexnet_when_both_ran(results):
+    for pooling, r in [("netvlad", (40, 60, 70)), ("fmax", (30, 50, 60))]:
+        rec = train_record(pooling, (20, 30, 40), r, backbone="vgg16")
+        rec["run_name"] = f"synthetic_default_seed0_vgg16_{pooling}_seed0"
+        write(results / "train" / f"vgg_{pooling}.json", rec)
+    c = _claims(results)["vgg16_vs_alexnet"]
+    trained = c[c["note"].str.contains("netvlad, trained")]
+    assert trained["supported"].tolist() == ["yes"] and "random-init" in trained["note"].iloc[0]
+
+
+def test_train_rows_whitened_and_grid():
+    rec = train_record("netvlad", (1, 2, 3), (4, 5, 6))
+    rec["config"]["whiten_dim"] = 4096
+    rec["test_whitened"] = curve(7, 8, 9)
+    rows = pd.DataFrame(train_rows(rec))
+    w = rows[rows["whitened"]]
+    assert w["dim"].unique().tolist() == [4096] and w["recall_pct"].tolist() == [7, 8, 9]
+    rec = train_record("fmax", (1, 2, 3), (4, 5, 6))
+    rec["model_config"]["fmax_output_size"] = [2, 2]
+    assert {r["dim"] for r in train_rows(rec)} == {1024}
+
+
+def test_readme_section_between_markers(results, tmp_path):
+    s = res.collect_summary(results)
+    section = res.readme_section(s, res.claims_table(s), "python -m repro.pipeline --profile default")
+    assert "(synthetic)" in section and "The paper's claims" in section
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\n## Results\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\n## After\ntext\n")
+    assert res.update_readme(readme, section)
+    text = readme.read_text()
+    assert "old" not in text and section in text and text.endswith("## After\ntext\n") and text.startswith("# Title")
+    assert not res.update_readme(readme, section)  # idempotent
+    bare = tmp_path / "BARE.md"
+    bare.write_text("# Only a title\n")
+    res.update_readme(bare, section)
+    assert bare.read_text().count(res.README_START) == 1
+
+
+def test_runtimes_table(tmp_path):
+    (tmp_path / "default.json").write_text(json.dumps({
+        "profile": "default",
+        "runs": {"02_train": {"seconds": 600}, "03_alpha_sweep_alpha0.01": {"seconds": 10},
+                 "03_alpha_sweep_alpha_rule": {"seconds": 12}, "01_data_prep_pitts30k": {"seconds": 5}},
+        "full_run": {"wall_seconds": 700.0, "cpu_count": 2}}))
+    rt = res.load_runtimes(tmp_path).set_index("notebook")
+    assert rt.loc["03_alpha_sweep", "runs"] == 2 and rt.loc["03_alpha_sweep", "seconds"] == 22
+    assert rt.loc["01_data_prep", "seconds"] == 5 and rt.loc["(whole profile)", "seconds"] == 700
+    assert "11.7" in res.runtimes_markdown(rt.reset_index())
+    # a fresh-tree run is kept beside the last (warm) full run
+    (tmp_path / "default.json").write_text(json.dumps({
+        "profile": "default", "runs": {"02_train": {"seconds": 600}},
+        "full_run": {"wall_seconds": 500.0, "caches_at_start": ["features", "synthetic"]},
+        "full_run_fresh": {"wall_seconds": 700.0, "caches_at_start": []}}))
+    whole = res.load_runtimes(tmp_path).query("notebook == '(whole profile)'")
+    assert whole["seconds"].tolist() == [700.0, 500.0]
+    assert "fresh tree" in whole["conditions"].iloc[0] and "features" in whole["conditions"].iloc[1]
+
+
+# ---------------------------------------------------------------------------
+# the paper's numbers
+
+
+def fake_reference(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    rows = ["dataset,legend,base,pooling,trained,whitened,dim,n,recall_pct,read_quality"]
+    for n, (a, b) in zip(NS, [(85.5, 79.0), (93.1, 90.1), (95.0, 93.3)]):
+        rows.append(f"pitts30k_test,f_VLAD ours (V),vgg16,netvlad,yes,no,32768,{n},{a},clear")
+        rows.append(f"pitts30k_test,f_max ours (V),vgg16,fmax,yes,no,512,{n},{b},clear")
+        rows.append(f"pitts250k_test,RootSIFT+VLAD,rootsift,vlad,,no,,{n},{b - 10},clear")
+    (folder / "netvlad_fig5.csv").write_text("\n".join(rows) + "\n")
+    (folder / "cs4240_reproduction_pitts30k_val.csv").write_text(
+        "base,pooling,trained,n,recall_pct\nalexnet,fmax_1x1,yes,1,52.46\nalexnet,none,no,1,53.12\n")
+    return folder
+
+
+def test_paper_copy_cites_the_figure_and_is_tidy(tmp_path):
+    ref = fake_reference(tmp_path / "ref")
+    written = res.write_paper_reference(tmp_path / "paper", ref)
+    assert [p.name for p in written] == [res.PAPER_FILE, res.CS4240_FILE]
+    paper, cs = res.load_paper_reference(tmp_path, ref, refresh=False)
+    assert (paper["source"] == "NetVLAD paper, Figure 5 (b, c), values digitised from the figure").all()
+    assert set(paper["dataset"]) == {"pitts30k", "pitts250k"} and set(paper["split"]) == {"test"}
+    assert paper.loc[paper["dataset"] == "pitts30k", "panel"].unique().tolist() == ["b"]
+    assert paper.loc[paper["backbone"] == "rootsift", "trained"].unique().tolist() == ["n/a"]
+    assert paper["dim"].isna().sum() == 3 and paper.loc[paper["pooling"] == "fmax", "dim"].unique().tolist() == [512]
+    assert cs["split"].unique().tolist() == ["val"] and "CS4240" in cs["source"].iloc[0]
+    assert set(cs["pooling"]) == {"fmax", "none (flattened conv5)"}
+    # evidence for a claim comes from the copy
+    ev = res._paper_evidence(paper, "netvlad_vs_fmax")
+    assert ev.startswith("yes") and "85.5/93.1/95.0 vs 79.0/90.1/93.3" in ev
+
+
+def test_paper_copy_works_without_shared(tmp_path, monkeypatch):
+    ref = fake_reference(tmp_path / "ref")
+    res.write_paper_reference(tmp_path / "paper", ref)
+    paper, _ = res.load_paper_reference(tmp_path, tmp_path / "absent")  # no reference folder: the copy is used
+    assert len(paper) == 9
+    # another results folder (the smoke profile's) falls back to the repository's committed copy
+    repo = tmp_path / "repo"
+    res.write_paper_reference(repo / "results" / "paper", ref)
+    monkeypatch.setattr(res, "repo_root", lambda: repo)
+    paper, cs = res.load_paper_reference(tmp_path / "smoke", tmp_path / "absent")
+    assert len(paper) == 9 and cs is not None and not (tmp_path / "smoke").exists()
+    monkeypatch.setattr(res, "repo_root", lambda: tmp_path / "fresh-clone-without-copy")
+    with pytest.raises(FileNotFoundError, match="neither"):
+        res.load_paper_reference(tmp_path / "empty", tmp_path / "absent")
+
+
+def test_committed_copy_matches_the_reference():
+    committed = REPO / "results" / "paper" / res.PAPER_FILE
+    if not REFERENCE.is_dir() and not committed.is_file():
+        pytest.skip("neither ../shared/reference nor the committed results/paper copy is present")
+    if not REFERENCE.is_dir():
+        pytest.skip("../shared/reference is absent (a fresh clone): nothing to compare the committed copy with")
+    if not committed.is_file():
+        pytest.skip("results/paper/ has not been generated yet (python -m repro.pipeline)")
+    fresh = res._paper_table(pd.read_csv(REFERENCE / "netvlad_fig5.csv"))
+    copy, _ = res.load_paper_reference(REPO / "results", REPO / "no-such-folder", refresh=False)
+    assert len(copy) == len(fresh) == 252
+    assert copy["recall_pct"].tolist() == fresh["recall_pct"].tolist()
+    assert copy["legend"].tolist() == fresh["legend"].tolist()
+
+
+# ---------------------------------------------------------------------------
+# parameters and result names
+
+
+@pytest.mark.parametrize("bad", [0, -1, -0.5, float("nan"), float("inf"), "abc", None, True])
+def test_alpha_must_be_positive(bad):
+    with pytest.raises(ConfigError, match="alpha must be a positive"):
+        check_alpha_param(bad)
+
+
+def test_alpha_accepts_numbers_and_strings():
+    assert check_alpha_param(50) == 50.0 and check_alpha_param("0.1") == 0.1
+
+
+def test_expected_outputs_name_one_file_per_alpha(tmp_path):
+    p = {"dataset": "synthetic", "synthetic_preset": "default", "city_seed": 0, "backbone": "alexnet",
+         "num_clusters": 16, "results_dir": str(tmp_path), "seed": 0}
+    a = expected_outputs("03_alpha_sweep", {**p, "alpha": 0.01})
+    b = expected_outputs("03_alpha_sweep", {**p, "alpha": 10000})
+    assert len(a) == len(b) == 1 and a[0] != b[0] and a[0].parent == tmp_path / "alpha_sweep"
+    assert len(expected_outputs("03_alpha_sweep", {**p, "alpha": 1, "train": True})) == 2
+    assert [q.name for q in expected_outputs("02_train", {**p, "poolings": ["netvlad", "fmax"]})] == [
+        "synthetic_default_seed0_alexnet_netvlad_seed0.json", "synthetic_default_seed0_alexnet_fmax_seed0.json"]
+    assert expected_outputs("05_paper_comparison", p) == []
+    with pytest.raises(ConfigError):
+        expected_outputs("03_alpha_sweep", {**p, "alpha": -1})
+
+
+def test_replicate_runs_count_once(results):
+    """A second run of one configuration (another name, other reported N) is a replicate."""
+    rec = train_record("netvlad", (20, 40, 50), (30, 50, 60))
+    rec["run_name"] = "replicate_of_nv"
+    rec["config"]["ns"] = [1, 5, 10, 20]
+    write(results / "train" / "replicate.json", rec)
+    s = res.collect_summary(results)
+    assert s.loc[s["experiment"] == "train", "run"].nunique() == 3
+    c = res.claims_table(s)
+    assert (c["claim_id"] == "trained_vs_off_the_shelf").sum() == 2  # netvlad once, fmax once
+    rec["config"]["seed"] = 1  # another seed is another configuration
+    write(results / "train" / "replicate.json", rec)
+    c = res.claims_table(res.collect_summary(results))
+    assert (c["claim_id"] == "trained_vs_off_the_shelf").sum() == 3
