@@ -26,11 +26,10 @@ def reference_netvlad(x, weight, bias, centroids, normalize_input=True):
             for k in range(K):
                 V[k] += a[k] * (d_i - centroids[k])
         for k in range(K):
-            n = np.linalg.norm(V[k])
-            if n > 1e-12:
-                V[k] /= n
+            # the layer's convention for (near-)empty clusters: divide by max(norm, 1e-12)
+            V[k] /= max(np.linalg.norm(V[k]), 1e-12)
         v = V.reshape(-1)  # cluster-major: index k*D + d
-        out[b] = v / np.linalg.norm(v)
+        out[b] = v / max(np.linalg.norm(v), 1e-12)
     return out
 
 

@@ -172,7 +172,9 @@ class NetVLAD(nn.Module):
         # sum_i a_k(x_i) x_i - (sum_i a_k(x_i)) c_k, as two batched products:
         # no [B, K, D, N] residual tensor is ever formed.
         vlad = torch.matmul(a, x.transpose(1, 2)) - a.sum(dim=2, keepdim=True) * self.centroids
-        vlad = F.normalize(vlad, dim=2)  # intra-normalisation, per cluster
+        # intra-normalisation, per cluster. F.normalize divides by max(norm, 1e-12):
+        # a cluster that received (almost) no assignment stays (almost) zero.
+        vlad = F.normalize(vlad, dim=2)
         return F.normalize(vlad.flatten(1), dim=1)  # index k*D + d, then L2
 
     def extra_repr(self) -> str:
