@@ -8,10 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
-from repro.errors import ConfigError, ReproError
+from repro.errors import ConfigError, report_errors
 
 DATASET_CHOICES = ("pitts30k", "pitts250k", "tokyo247", "tokyoTM", "synthetic", "vprbench")
 
@@ -240,11 +239,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ReproError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return report_errors(args.func, args)

@@ -5,6 +5,7 @@ raises a subclass of :class:`ReproError` with a message that names the file,
 field or option and says what was expected. The command line prints these
 messages without a traceback; anything else is a bug and keeps its traceback.
 """
+import sys
 
 
 class ReproError(Exception):
@@ -21,3 +22,17 @@ class ConfigError(ReproError, ValueError):
 
 class WeightsError(ReproError):
     """Pretrained weights are missing or belong to another architecture."""
+
+
+def report_errors(command, *args, **kwargs) -> int:
+    """Run a command-line entry point: a ReproError prints one line
+    ``error: ...`` and gives exit status 2, Ctrl-C gives 130; anything else
+    is a bug and keeps its traceback."""
+    try:
+        return command(*args, **kwargs)
+    except ReproError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from repro.errors import ConfigError
+from repro.model.netvlad import check_alpha
 
 # The N of the paper's Figure 5.
 PAPER_NS = (1, 2, 3, 4, 5, 10, 15, 20, 25)
@@ -81,17 +82,8 @@ def alpha_tag(alpha: float) -> str:
 
 
 def check_alpha_param(alpha) -> float:
-    """The notebook's ``alpha`` as a float; a clear ConfigError unless > 0."""
-    if isinstance(alpha, bool):
-        raise ConfigError(f"alpha must be a positive number, got {alpha!r}")
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        raise ConfigError(f"alpha must be a positive number (e.g. -p alpha 50), got {alpha!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"alpha must be a positive, finite number (the NetVLAD soft-assignment sharpness), "
-                          f"got {alpha!r}")
-    return value
+    """The notebook's ``alpha`` as a float; a clear ConfigError unless > 0 (the layer's own check)."""
+    return check_alpha(alpha)
 
 
 def _image_size(image_size):

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import yaml
 
-from repro.errors import ConfigError, ReproError
+from repro.errors import ConfigError, ReproError, report_errors
 
 KERNEL_ENV = {"TQDM_DISABLE": "1", "SOURCE_DATE_EPOCH": "0"}
 PATH_KEYS = ("results_dir", "figures_dir", "cache_dir", "train_cache_dir", "data_root", "reference_dir")
@@ -462,17 +462,15 @@ def main(argv=None) -> int:
     ap.add_argument("--no-html", action="store_true", help="skip the HTML renders")
     ap.add_argument("--list", action="store_true", help="show the plan (what would run or be skipped), run nothing")
     args = ap.parse_args(argv)
-    try:
-        return run_profile(args.profile, force=args.force, only=args.only, html=not args.no_html, list_only=args.list)
-    except NotebookFailed as exc:
-        print(f"\nFAILED: {exc}", file=sys.stderr)
-        return 1
-    except ReproError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    def run() -> int:
+        try:
+            return run_profile(args.profile, force=args.force, only=args.only, html=not args.no_html,
+                               list_only=args.list)
+        except NotebookFailed as exc:
+            print(f"\nFAILED: {exc}", file=sys.stderr)
+            return 1
+
+    return report_errors(run)
 
 
 if __name__ == "__main__":

@@ -44,12 +44,15 @@ def _as_tensor(x) -> torch.Tensor:
 
 def check_alpha(alpha) -> float:
     """Return alpha as a float, or raise ConfigError unless it is finite and > 0."""
+    if isinstance(alpha, bool):  # float(True) would pass as 1.0
+        raise ConfigError(f"alpha must be a positive number, got {alpha!r}")
     try:
         value = float(alpha)
     except (TypeError, ValueError):
-        raise ConfigError(f"alpha must be a positive number, got {alpha!r}") from None
+        raise ConfigError(f"alpha must be a positive number (e.g. -p alpha 50), got {alpha!r}") from None
     if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"alpha must be a positive finite number, got {alpha!r}")
+        raise ConfigError(f"alpha must be a positive, finite number (the NetVLAD soft-assignment sharpness), "
+                          f"got {alpha!r}")
     return value
 
 

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from repro.errors import ReproError
+from repro.errors import report_errors
 
 from .config import PRESETS
 
@@ -44,8 +43,4 @@ def run(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return run(args)
-    except ReproError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return report_errors(run, args)
