@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 from repro.errors import ConfigError, report_errors
@@ -60,22 +59,33 @@ def cmd_evaluate(args) -> int:
     from repro.data.datasets import load_split
     from repro.evaluate import check_split_images, evaluate_split, init_netvlad_from_images, resolve_device
     from repro.model import build_model, load_model
+    from repro.model.place_model import check_model_options
     from repro.report import print_recall_table, write_json
 
+    # Options first (cheap), then the data, then the model: every user error before any long work.
+    if not args.checkpoint:
+        check_model_options(args.backbone, args.pooling, args.alpha, tuple(args.fmax_size))
+    for name in ("whiten_dim", "batch_size", "init_images"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.image_size is not None and min(args.image_size) < 1:
+        raise ConfigError(f"--image-size must be two positive integers H W, got {args.image_size}")
     if args.json:
         _check_writable(Path(args.json))
     device = resolve_device(args.device)
     split = load_split(args.dataset, args.data_root, args.split)  # fails fast on a bad root or .mat
     init = None
-    if args.checkpoint:
-        model = load_model(args.checkpoint)
-    else:
+    model = load_model(args.checkpoint) if args.checkpoint else None  # its backbone decides the image checks
+    # images (headers, truncation, size) and the ground truth (a single place, no positives) before the model
+    check_split_images(split, model.config["backbone"] if model else args.backbone, args.image_size,
+                       decode=args.check_images == "decode")
+    if model is None:
         torch.manual_seed(args.seed)
         model = build_model(args.backbone, args.pooling, weights=args.weights,
-                            num_clusters=args.num_clusters, alpha=args.alpha or 100.0,
+                            num_clusters=args.num_clusters, alpha=100.0 if args.alpha is None else args.alpha,
                             assignment=args.assignment, fmax_output_size=tuple(args.fmax_size),
                             whiten_dim=args.whiten_dim)
-    check_split_images(split, model.config["backbone"], args.image_size, decode=args.check_images == "decode")
     if not args.checkpoint and args.pooling == "netvlad":
         init = init_netvlad_from_images(model, split.db_paths, args.image_size, num_images=args.init_images,
                                         alpha=args.alpha, device=device, seed=args.seed)
@@ -211,6 +221,7 @@ def cmd_train(args) -> int:
         config = TrainConfig.paper(**given)
     else:
         config = TrainConfig(**given)
+    _check_train_config(config)
     result = train(config)
     if result.test is not None:
         print(f"test recall@N (best epoch {result.best_epoch}): "
@@ -220,10 +231,23 @@ def cmd_train(args) -> int:
 
 
 def _check_writable(path: Path) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    folder.mkdir(parents=True, exist_ok=True) if not folder.exists() else None
-    if not os.access(folder, os.W_OK):
-        raise ConfigError(f"cannot write results to {path}: folder {folder} is not writable")
+    """ConfigError unless a file can be written beside ``path`` (before any long work)."""
+    from repro.atomic import check_writable
+
+    check_writable(path.parent if str(path.parent) else Path("."), what=f"results ({path.name})")
+
+
+def _check_train_config(config) -> None:
+    """What ``train`` would only find out late: model options (an alpha of 0
+    is checked after k-means otherwise) and unwritable output folders."""
+    from repro.atomic import check_writable
+    from repro.model.place_model import check_model_options
+
+    config.validate()
+    check_model_options(config.backbone, config.pooling, config.alpha, config.fmax_output_size)
+    out_dir, record = config.paths()
+    check_writable(out_dir, what="checkpoints (out_dir)")
+    check_writable(record.parent, what=f"the training record ({record.name})")
 
 
 def build_parser() -> argparse.ArgumentParser:

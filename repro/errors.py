@@ -24,6 +24,14 @@ class WeightsError(ReproError):
     """Pretrained weights are missing or belong to another architecture."""
 
 
+class StorageError(ReproError, OSError):
+    """A file could not be written (disk full, quota, read-only file system).
+
+    Raised by :mod:`repro.atomic`, whose writes leave the previous version of
+    the file in place; the message says which file and what to do.
+    """
+
+
 def report_errors(command, *args, **kwargs) -> int:
     """Run a command-line entry point: a ReproError prints one line
     ``error: ...`` and gives exit status 2, Ctrl-C gives 130; anything else

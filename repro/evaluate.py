@@ -12,13 +12,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm  # plain text, also under papermill (no widgets)
 
-from repro.data.datasets import PlaceSplit
+from repro.data.datasets import PlaceSplit, check_evaluable
 from repro.data.images import ImageListDataset, check_images, collate_images, same_size_groups
 from repro.errors import ConfigError
 from repro.metrics import recall_at_n
 from repro.model import PlaceModel, crop_descriptors, init_netvlad, sample_local_descriptors
-from repro.model.backbone import MIN_INPUT_SIZE
-from repro.model.netvlad import NetVLAD
+from repro.model.backbone import MIN_INPUT_SIZE, check_backbone
+from repro.model.netvlad import NetVLAD, check_alpha
 
 
 def resolve_device(device="auto") -> torch.device:
@@ -40,7 +40,10 @@ def image_dataset(paths, image_size=None) -> ImageListDataset:
 
 
 def check_split_images(split: PlaceSplit, backbone: str, image_size=None, decode: bool = False) -> None:
-    """Fail fast on missing, unreadable or too small images (before long work)."""
+    """Fail fast on missing, unreadable or too small images, and on a split
+    whose recall would mean nothing (``check_evaluable``), before long work."""
+    check_backbone(backbone)
+    check_evaluable(split)
     min_size = None if image_size else MIN_INPUT_SIZE[backbone]
     if image_size and min(image_size) < MIN_INPUT_SIZE[backbone]:
         raise ConfigError(f"image size {tuple(image_size)} is below the {backbone} minimum of "
@@ -84,6 +87,8 @@ def init_netvlad_from_images(model: PlaceModel, paths, image_size=None, num_imag
     """
     if not isinstance(model.pool, NetVLAD):
         raise ConfigError("init_netvlad_from_images needs a NetVLAD model")
+    if alpha is not None:
+        check_alpha(alpha)  # before sampling descriptors
     device = resolve_device(device)
     model.to(device)
     descs = sample_local_descriptors(model.base, image_dataset(paths, image_size), num_images=num_images,
@@ -107,6 +112,7 @@ def evaluate_split(model: PlaceModel, split: PlaceSplit, image_size=None, ns=(1,
     "dim", "seconds", "cropped": {dim: {N: pct}}, "ranks": [Q] first correct
     rank per query (-1: none within max(ns)), for per-condition recall}``.
     """
+    check_evaluable(split)  # before extraction
     start = time.perf_counter()
     db = extract_descriptors(model, split.db_paths, image_size, batch_size, device, num_workers,
                              whiten=False, desc=f"{split.name} database")

@@ -35,7 +35,7 @@ PAPER_NS = (1, 2, 3, 4, 5, 10, 15, 20, 25)
 NS = PAPER_NS
 
 __all__ = [
-    "NS", "PAPER_NS", "alpha_tag", "check_alpha_param", "dataset_label", "expected_outputs", "load_splits",
+    "NS", "PAPER_NS", "alpha_tag", "check_alpha_param", "check_params", "dataset_label", "expected_outputs", "load_splits",
     "resolve_root", "rule_alpha", "run_alpha_point", "run_fmax_output_size", "run_training", "data_overview",
 ]
 
@@ -88,6 +88,214 @@ def check_alpha_param(alpha) -> float:
 
 def _image_size(image_size):
     return tuple(int(v) for v in image_size) if image_size else None
+
+
+# ---------------------------------------------------------------------------
+# the notebooks' parameters, checked in each notebook's first code cell (and by
+# the pipeline for every run before the first one starts)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _int_at_least(low):
+    def check(v):
+        if not _is_int(v) or v < low:
+            return f"an integer >= {low}"
+    return check
+
+
+def _optional(check):
+    def inner(v):
+        return None if v is None else check(v)
+    return inner
+
+
+def _choice(*values):
+    def check(v):
+        if v not in values:
+            return "one of " + ", ".join(repr(x) for x in values)
+    return check
+
+
+def _bool(v):
+    if not isinstance(v, (bool, np.bool_)):
+        return "True or False"
+
+
+def _str(v):
+    if not isinstance(v, (str, os.PathLike)) or not str(v):
+        return "a non-empty string (a path or a name)"
+
+
+def _dataset(v):
+    from repro.data import DATASETS
+
+    if v not in DATASETS or v == "vprbench":
+        return "one of " + ", ".join(repr(d) for d in DATASETS if d != "vprbench")
+
+
+def _backbone(v):
+    from repro.model.backbone import BACKBONES
+
+    if v not in BACKBONES:
+        return "one of " + ", ".join(repr(b) for b in BACKBONES)
+
+
+def _weights(v):
+    if v is None or (isinstance(v, str) and v.lower() in ("imagenet", "none")):
+        return None
+    if not isinstance(v, (str, os.PathLike)) or not str(v):
+        return "None (random init), 'imagenet' or the path of a .pth state dict"
+
+
+def _image_size_check(v):
+    if v is None:
+        return None
+    if not isinstance(v, (list, tuple)) or len(v) != 2 or not all(_is_int(x) and x >= 1 for x in v):
+        return "None (native size) or [H, W], two positive integers"
+
+
+def _alpha(v):
+    try:
+        check_alpha(v)
+    except ConfigError:
+        return "a positive, finite number (NetVLAD's alpha)"
+
+
+def _poolings(v):
+    from repro.model.place_model import POOLINGS
+
+    if not isinstance(v, (list, tuple)) or not v or any(x not in POOLINGS for x in v):
+        return f"a non-empty list drawn from {list(POOLINGS)}"
+
+
+def _grids(v):
+    from repro.model.fmax import check_output_size
+
+    if not isinstance(v, (list, tuple)) or not v:
+        return "a non-empty list of f_max grids (g for g x g, or [h, w]), each at least 1x1"
+    for g in v:
+        if isinstance(g, (bool, np.bool_)) or not (_is_int(g) or isinstance(g, (list, tuple))):
+            return "a non-empty list of f_max grids (g for g x g, or [h, w]), each at least 1x1"
+        try:
+            check_output_size(g)
+        except ConfigError:
+            return "a non-empty list of f_max grids (g for g x g, or [h, w]), each at least 1x1"
+
+
+def _int_list(v):
+    if not isinstance(v, (list, tuple)) or not all(_is_int(x) and x >= 1 for x in v):
+        return "a list of positive integers"
+
+
+def _train_options(v):
+    from dataclasses import fields
+
+    from repro.train import TrainConfig
+
+    if not isinstance(v, dict):
+        return "a dict of repro.train.TrainConfig fields, e.g. {\"queries_per_epoch\": 200}"
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(v) - known)
+    if unknown:
+        return f"a dict of repro.train.TrainConfig fields (unknown: {unknown})"
+
+
+def _dir_check(v):
+    return None if v is None else _str(v)
+
+
+# name -> (check returning None or what was expected, papermill example)
+PARAM_CHECKS = {
+    "dataset": (_dataset, '-p dataset pitts30k'),
+    "data_root": (_optional(_str), '-p data_root /data/pittsburgh'),
+    "synthetic_preset": (_choice("tiny", "default", "large"), '-p synthetic_preset tiny'),
+    "city_seed": (_int_at_least(0), '-p city_seed 0'),
+    "seed": (_int_at_least(0), '-p seed 0'),
+    "n_samples": (_int_at_least(0), '-p n_samples 6'),
+    "backbone": (_backbone, '-p backbone vgg16'),
+    "weights": (_weights, '-p weights imagenet'),
+    "image_size": (_image_size_check, '-y "image_size: [96, 128]"'),
+    "device": (_str, '-p device cpu'),
+    "epochs": (_int_at_least(1), '-p epochs 4'),
+    "poolings": (_poolings, '-y "poolings: [netvlad, fmax]"'),
+    "num_clusters": (_int_at_least(2), '-p num_clusters 64'),
+    "whiten_dim": (_optional(_int_at_least(1)), '-p whiten_dim 4096'),
+    "train_options": (_train_options, '-y "train_options: {queries_per_epoch: 200}"'),
+    "reuse_existing": (_bool, '-p reuse_existing False'),
+    "train": (_bool, '-p train True'),
+    "alpha": (_alpha, '-p alpha 50'),
+    "init_images": (_int_at_least(1), '-p init_images 500'),
+    "init_descriptors": (_int_at_least(1), '-p init_descriptors 50000'),
+    "split": (_choice("train", "val", "test"), '-p split test'),
+    "feature_dtype": (_choice("float32", "float16"), '-p feature_dtype float16'),
+    "grids": (_grids, '-y "grids: [1, 2, 4]"'),
+    "whiten_dims": (_int_list, '-y "whiten_dims: [256, 128]"'),
+    "whiten_fit_images": (_int_at_least(1), '-p whiten_fit_images 10000'),
+    "results_dir": (_str, '-p results_dir ../results'),
+    "figures_dir": (_str, '-p figures_dir ../figures'),
+    "cache_dir": (_dir_check, '-p cache_dir ../cache/features'),
+    "train_cache_dir": (_dir_check, '-p train_cache_dir ../cache/train'),
+    "reference_dir": (_dir_check, '-p reference_dir ../../shared/reference'),
+}
+WRITABLE_PARAMS = ("results_dir", "figures_dir", "cache_dir", "train_cache_dir")
+
+
+def check_params(notebook: str, params: dict, check_paths: bool = True, base=None) -> dict:
+    """Check a notebook's parameters (its first code cell calls this with
+    ``globals()``); ConfigError naming the parameter, its value and type,
+    what was expected and how to pass it with papermill.
+
+    Only the names in :data:`PARAM_CHECKS` that ``params`` holds are checked
+    (the rest of ``globals()`` is ignored). With ``check_paths`` also: the
+    data root exists (DatasetError with the expected layout), a weights file
+    exists (WeightsError), the device is available and the output folders
+    are writable; relative paths are taken from ``base`` (default: the
+    current folder, the notebook's under papermill). Returns the checked
+    parameters.
+    """
+    stem = Path(notebook).name.split(".")[0]
+    none_ok = {"alpha"} if stem.startswith("04") else set()  # 04: None = the paper's rule
+    checked = {}
+    for name, (check, example) in PARAM_CHECKS.items():
+        if name not in params:
+            continue
+        value = params[name]
+        if name in none_ok and value is None:
+            checked[name] = value
+            continue
+        expected = check(value)
+        if expected:
+            raise ConfigError(f"{stem}: parameter {name}={value!r} ({type(value).__name__}) must be {expected}; "
+                              f"e.g. papermill ... {example}")
+        checked[name] = value
+    if check_paths:
+        from repro.atomic import check_writable
+        from repro.data.datasets import check_data_root
+        from repro.errors import WeightsError
+        from repro.evaluate import resolve_device
+
+        base = Path(base) if base is not None else Path.cwd()
+        at = lambda v: base / Path(v).expanduser()  # noqa: E731 - absolute paths stay as they are
+        weights = checked.get("weights")
+        if weights is not None and str(weights).lower() not in ("imagenet", "none") and not at(weights).is_file():
+            raise WeightsError(f"{stem}: weights file not found: {at(weights)}; pass None (random init), "
+                               "'imagenet', or the path of a .pth state dict")
+        if "device" in checked:
+            resolve_device(checked["device"])
+        if checked.get("data_root") is not None:
+            check_data_root(checked.get("dataset", "synthetic"), at(checked["data_root"]))
+        elif checked.get("dataset", "synthetic") != "synthetic" and "data_root" in checked:
+            raise ConfigError(f"{stem}: data_root is required for dataset={checked['dataset']!r}: the folder "
+                              "holding its .mat files (and images); e.g. papermill ... -p data_root /data/pittsburgh")
+        for name in WRITABLE_PARAMS:
+            if checked.get(name) is not None:
+                if name == "train_cache_dir" and not checked.get("train", True):
+                    continue
+                check_writable(at(checked[name]), what=f"{stem}'s {name}")
+    return checked
 
 
 def alpha_sweep_path(results_dir, dataset_name: str, backbone: str, num_clusters: int, alpha: float,
@@ -203,12 +411,17 @@ def data_overview(dataset: str = "synthetic", data_root=None, synthetic_preset: 
     Returns ``{"root", "splits", "images", "counts" (DataFrame), "conditions"
     (DataFrame or None), "path"}``.
     """
+    from repro.atomic import check_writable
+    from repro.data.datasets import check_evaluable
     from repro.report import atomic_write_text, git_commit
 
+    check_writable(resolve_dir(results_dir, "results"), what="results (results_dir)")
     root = resolve_root(dataset, data_root, synthetic_preset, city_seed)
     splits = load_splits(dataset, root, check_files=False)
     if not splits:
         raise ConfigError(f"dataset {dataset!r} has no train/val/test splits to show")
+    for s in splits.values():
+        check_evaluable(s)  # a single place, or no query with a positive: a clear error here
     images = all(images_available(s) for s in splits.values())
     if images:  # fail fast on missing files, with the loader's message
         splits = load_splits(dataset, root, check_files=True)
@@ -303,7 +516,9 @@ class OffTheShelf:
                  init_images=300, init_descriptors=20_000, device="cpu", cache_dir=None, feature_dtype="float32",
                  log=print):
         from repro.evaluate import check_split_images
+        from repro.model.place_model import check_model_options
 
+        check_model_options(backbone, "netvlad")  # before the (possibly generated) data
         self.dataset, self.backbone, self.seed = dataset, backbone, int(seed)
         self.num_clusters, self.image_size, self.split_name = int(num_clusters), _image_size(image_size), split
         self.name = dataset_label(dataset, synthetic_preset, city_seed)
@@ -317,6 +532,15 @@ class OffTheShelf:
         self.split = load_split(dataset, self.root, split)
         self.train = load_split(dataset, self.root, "train") if dataset != "tokyo247" else None
         check_split_images(self.split, backbone, self.image_size)
+        from repro.data.datasets import check_evaluable
+
+        # in the recall denominator (as in the paper), counted in each record
+        self.num_without_positive = check_evaluable(self.split)
+        if self.num_without_positive and log:
+            thr = self.split.pos_dist_thr
+            log(f"{self.num_without_positive} of {self.split.num_q} {split} queries have no positive database "
+                f"image{f' within {thr:g} m' if thr else ''}: they count as failures (every query is in the "
+                "recall denominator)")
         self.groups = query_groups(dataset, self.root, split)
         self._maps = None
         self._init = None
@@ -380,6 +604,7 @@ class OffTheShelf:
     def describe(self) -> dict:
         return {"dataset": self.name, "split": self.split_name, "synthetic": self.synthetic,
                 "database_images": self.split.num_db, "queries": self.split.num_q,
+                "queries_without_positive": self.num_without_positive,
                 "backbone": self.backbone, "weights": self.spec.weights, "seed": self.seed,
                 "num_clusters": self.num_clusters, "image_size": list(self.image_size) if self.image_size else None,
                 "conv_map": list(self.map_shape())}
@@ -424,15 +649,19 @@ def run_alpha_point(alpha, train: bool = False, results_dir=None, train_options:
     """
     from repro.report import write_json
 
+    from repro.atomic import check_writable
+
     alpha = check_alpha_param(alpha)
     start = time.perf_counter()
+    results = check_writable(resolve_dir(results_dir, "results"), what="results (results_dir)")
     ots = OffTheShelf(log=log, **setup)
+    path = alpha_sweep_path(results, ots.name, ots.backbone, ots.num_clusters, alpha)
+    _check_same_alpha(path, alpha)
     ev, _ = ots.evaluate_netvlad(alpha)
     rule = ots.alpha_rule
     is_rule = math.isclose(alpha, rule, rel_tol=1e-6)
     common = dict(backbone=ots.backbone, pooling="netvlad", alpha=alpha, whitened=False)
     rows = _rows(ev, trained=False, variant="off-the-shelf", **common)
-    results = resolve_dir(results_dir, "results")
     config = {**ots.describe(), "alpha": alpha, "train": bool(train), "init_images": ots.init_images,
               "init_descriptors": ots.init_descriptors, "assignment": "paper", "ns": list(NS)}
     record = {
@@ -442,7 +671,6 @@ def run_alpha_point(alpha, train: bool = False, results_dir=None, train_options:
         "condition_rows": _condition_rows(ev, trained=False, **common),
         "seconds": time.perf_counter() - start,
     }
-    path = alpha_sweep_path(results, ots.name, ots.backbone, ots.num_clusters, alpha)
     write_json(path, record)
     record["path"] = path
     out = [record]
@@ -450,6 +678,21 @@ def run_alpha_point(alpha, train: bool = False, results_dir=None, train_options:
         out.append(_train_at_alpha(ots, alpha, rule, results, train_options or {}, epochs,
                                    {**setup, "train_cache_dir": train_cache_dir}, log))
     return {"off_the_shelf": out[0], "trained": out[1] if train else None}
+
+
+def _check_same_alpha(path: Path, alpha: float) -> None:
+    """Results are named by alpha to 4 significant digits: refuse to replace
+    the file of another alpha that rounds to the same name."""
+    if not path.is_file():
+        return
+    try:
+        old = float(json.loads(path.read_text()).get("alpha"))
+    except (OSError, ValueError, TypeError):
+        return  # unreadable or incomplete: this run replaces it
+    if not math.isclose(old, alpha, rel_tol=1e-9):
+        raise ConfigError(f"{path} holds the result of alpha={old!r}; alpha={alpha!r} would replace it (result "
+                          "files are named by alpha to 4 significant digits). Use an alpha that differs in its "
+                          "first 4 significant digits, or another results_dir.")
 
 
 def _train_at_alpha(ots, alpha, rule, results, train_options, epochs, setup, log) -> dict:
@@ -527,14 +770,24 @@ def run_fmax_output_size(grids=(1, 2, 3, 4, 5), whiten_dims=(1024, 512, 256, 128
     from repro.features import fmax_pool, netvlad_pool, pca_fit, pca_project, evaluate_descriptors
     from repro.report import write_json
 
+    from repro.atomic import check_writable
+    from repro.model.fmax import check_output_size
+
     start = time.perf_counter()
+    given_grids = list(grids)
+    grids = [check_output_size(g) for g in given_grids]  # before any work: 0 or a negative size is an error
+    for d in whiten_dims:
+        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+            raise ConfigError(f"whiten_dims: every dimension must be a positive integer, got {d!r}")
+    if alpha is not None:
+        alpha = check_alpha_param(alpha)
+    check_writable(resolve_dir(results_dir, "results"), what="results (results_dir)")
     ots = OffTheShelf(log=log, **setup)
     h, w = ots.map_shape()[1:]
     rows, cond = [], []
     skipped = []
     common = dict(backbone=ots.backbone, trained=False)
-    for g in grids:
-        gh, gw = (g, g) if isinstance(g, int) else tuple(g)
+    for gh, gw in grids:
         if gh > h or gw > w:
             skipped.append(f"f_max {gh}x{gw}: the conv map is only {h}x{w}")
             continue
@@ -542,7 +795,7 @@ def run_fmax_output_size(grids=(1, 2, 3, 4, 5), whiten_dims=(1024, 512, 256, 128
         fields = dict(pooling="fmax", variant=f"f_max {gh}x{gw}", grid=f"{gh}x{gw}", whitened=False, alpha=None, **common)
         rows += _rows(ev, **fields)
         cond += _condition_rows({**ev, "dim": ev["dim"]}, dim=ev["dim"], **fields)
-    alpha = ots.alpha_rule if alpha is None else check_alpha_param(alpha)
+    alpha = ots.alpha_rule if alpha is None else alpha
     ev, (db, q) = ots.evaluate_netvlad(alpha)
     fields = dict(pooling="netvlad", variant="NetVLAD", grid=None, whitened=False, alpha=alpha, **common)
     rows += _rows(ev, **fields)
@@ -566,7 +819,7 @@ def run_fmax_output_size(grids=(1, 2, 3, 4, 5), whiten_dims=(1024, 512, 256, 128
     record = {
         "experiment": "fmax_output_size", "dataset": ots.name, "split": ots.split_name, "synthetic": ots.synthetic,
         "seed": ots.seed, "alpha": alpha, "alpha_rule": ots.alpha_rule,
-        "config": {**ots.describe(), "grids": [list(g) if not isinstance(g, int) else g for g in grids],
+        "config": {**ots.describe(), "grids": [list(g) if not isinstance(g, int) else g for g in given_grids],
                    "whiten_dims": list(whiten_dims), "whiten_fit_images": int(fit.shape[0]), "alpha": alpha,
                    "ns": list(NS)},
         "rows": rows, "condition_rows": cond, "skipped": skipped, "seconds": time.perf_counter() - start,
@@ -609,7 +862,22 @@ def train_config(dataset="synthetic", data_root=None, synthetic_preset="default"
                                             data_root=str(data_root) if data_root else None, **fields)
     else:
         cfg = TrainConfig.paper(dataset=dataset, data_root=str(resolve_root(dataset, data_root)), **fields)
-    return cfg.validate()
+    return check_train_config(cfg)
+
+
+def check_train_config(cfg):
+    """``cfg.validate()`` plus what training would otherwise find out late:
+    the model options (an alpha of 0, an f_max grid of 0, an unknown
+    backbone or pooling) and output folders that cannot be written."""
+    from repro.atomic import check_writable
+    from repro.model.place_model import check_model_options
+
+    cfg.validate()
+    check_model_options(cfg.backbone, cfg.pooling, cfg.alpha, cfg.fmax_output_size)
+    out_dir, record = cfg.paths()
+    check_writable(out_dir, what="checkpoints (out_dir)")
+    check_writable(record.parent, what=f"the training record ({record.name})")
+    return cfg
 
 
 def train_rows(record: dict) -> list[dict]:
@@ -651,8 +919,9 @@ def run_training(poolings=("netvlad", "fmax"), reuse_existing: bool = True, resu
     from repro.train import train as run_train
 
     records = []
-    for pooling in poolings:
-        cfg = train_config(pooling=pooling, results_dir=results_dir, cache_dir=cache_dir, options=options, **params)
+    configs = [train_config(pooling=pooling, results_dir=results_dir, cache_dir=cache_dir, options=options, **params)
+               for pooling in poolings]  # all checked before the first run starts
+    for cfg in configs:
         path = Path(cfg.record_path)
         if reuse_existing and record_complete(path):
             rec = json.loads(path.read_text())

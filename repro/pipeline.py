@@ -14,8 +14,11 @@ the paper's rule gives, computed once before the sweep); ``requires`` names a
 path without which the entry is skipped. Paths in a profile are relative to
 the repository root; ``${VAR}`` is taken from the environment.
 
-A run is skipped when all of its result files exist (complete), unless
-``--force``. Executed notebooks go to ``executed_dir`` (``results/executed/``
+Before the first notebook starts, every run's parameters are checked as the
+notebook's first cell would check them (types and values, data root, weights
+file, device, writable folders; :func:`check_runs`), so a bad value in the
+last run of a sweep stops the pipeline at once. A run is skipped when all of
+its result files exist (complete), unless ``--force``. Executed notebooks go to ``executed_dir`` (``results/executed/``
 for the default profile) with an HTML render beside them (``html/``); a
 failing notebook stops the pipeline with the notebook's name and the failing
 cell's error (the partly executed notebook is kept under
@@ -383,6 +386,28 @@ def finish(profile: dict, log=print) -> None:
         log("README results section " + ("updated" if changed else "unchanged"))
 
 
+def check_runs(runs: list[Run], executed_dir: Path) -> None:
+    """Fail fast, before the first notebook starts: every run's parameters
+    (types and values, data root, weights file, device, writable output
+    folders; :func:`repro.experiments.check_params`, the check each notebook
+    also makes in its first cell) and the executed-notebook folders. A
+    ReproError names the run; runs whose ``requires`` are absent are skipped
+    as when running."""
+    from repro.atomic import check_writable
+    from repro.experiments import check_params
+
+    check_writable(executed_dir, what="executed notebooks (executed_dir)")
+    check_writable(repo_root() / "cache" / "pipeline", what="notebooks being executed")
+    for run in runs:
+        if any(not Path(r).exists() for r in run.requires):
+            continue
+        params = {k: v for k, v in run.params.items() if not (k == "alpha" and v == "rule")}
+        try:
+            check_params(run.notebook, params, base=notebooks_dir())
+        except ReproError as exc:
+            raise type(exc)(f"run {run.name} (nothing has run yet): {exc}") from None
+
+
 def run_profile(profile_name: str, force: bool = False, only: list[str] | None = None, html: bool = True,
                 list_only: bool = False, log=print) -> int:
     profile = load_profile(profile_name)
@@ -394,6 +419,8 @@ def run_profile(profile_name: str, force: bool = False, only: list[str] | None =
     executed_dir = Path(_abs(profile.get("executed_dir", "results/executed"), repo_root()))
     names = [r.name for r in plan(profile)]
     log(f"profile {profile['name']}: {len(runs)} notebook run(s); executed notebooks -> {executed_dir}")
+    if not list_only:
+        check_runs(runs, executed_dir)  # every run's parameters, before the first one starts
     start = time.perf_counter()
     measured = {}
     not_available = []

@@ -107,7 +107,9 @@ def test_check_images_missing(tmp_path):
 
 def test_check_images_truncated(tmp_path):
     good, bad = _truncated_png(tmp_path)
-    check_images([good, bad])  # existence only by default: passes
+    check_images([good, bad], headers=False)  # existence only: passes
+    with pytest.raises(DatasetError, match=r"1 of 2 images are unreadable or truncated: .*trunc\.png"):
+        check_images([good, bad])  # by default the header and the end of each PNG/JPEG are read
     check_images([good], decode=True)
     with pytest.raises(DatasetError, match=r"1 of 2 images are unreadable or truncated: .*trunc\.png"):
         check_images([good, bad], decode=True)

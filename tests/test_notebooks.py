@@ -160,12 +160,15 @@ def test_every_notebook_runs_end_to_end(tmp_path):
     assert len(skipped) == 5 and any("would run" in line and "05_paper_comparison" in line for line in logs)
 
 
-def test_a_bad_alpha_stops_the_pipeline_naming_the_notebook_and_cell(tmp_path):
-    profile = tiny_profile(tmp_path, [{"notebook": "03_alpha_sweep", "parameters": {"alpha": -1}}])
-    with pytest.raises(pipeline.NotebookFailed) as info:
-        pipeline.run_profile(str(profile), html=False, log=lambda m: None)
-    msg = str(info.value)
-    assert "03_alpha_sweep" in msg and "ConfigError" in msg and "alpha must be a positive" in msg
-    assert info.value.path.is_file()
-    assert not (tmp_path / "executed").exists()  # a failed notebook is not published
-    assert pipeline.main(["--profile", str(profile), "--no-html"]) == 1
+def test_a_bad_alpha_stops_the_pipeline_before_any_notebook_runs(tmp_path):
+    """Every run's parameters are checked before the first notebook starts (a
+    notebook failing while it runs: tests/test_reliability.py)."""
+    profile = tiny_profile(tmp_path, [{"notebook": "03_alpha_sweep", "parameters": {"alpha": 5}},
+                                      {"notebook": "03_alpha_sweep", "name": "bad", "parameters": {"alpha": -1}}])
+    logs = []
+    with pytest.raises(ConfigError, match=r"run bad \(nothing has run yet\): 03_alpha_sweep: parameter alpha=-1 "
+                                          r"\(int\) must be a positive, finite number"):
+        pipeline.run_profile(str(profile), html=False, log=logs.append)
+    assert not any("running" in line for line in logs)
+    assert not (tmp_path / "executed").exists() or not any((tmp_path / "executed").iterdir())
+    assert pipeline.main(["--profile", str(profile), "--no-html"]) == 2

@@ -174,7 +174,7 @@ training); the checkpoints to `cache/train/`.
 # Parameters (papermill -p NAME VALUE). Defaults: synthetic city, CPU, ~10 minutes.
 {DATA_KNOBS}
 {MODEL_KNOBS}
-epochs = 4                     # paper-scale: 30
+epochs = 10                    # paper-scale: 30
 poolings = ["netvlad", "fmax"] # one training run each
 num_clusters = 16              # NetVLAD K; paper-scale: 64
 whiten_dim = None              # paper-scale: 4096 (PCA whitening fitted after training)
@@ -245,7 +245,7 @@ alpha = 10.0                   # NetVLAD alpha (> 0); the pipeline sweeps 1e-2 .
 train = False                  # True: also train NetVLAD with alpha fixed at this value (~5 min on a CPU)
 {DATA_KNOBS}
 {MODEL_KNOBS}
-epochs = 4                     # only used to train (train True). paper-scale: 30
+epochs = 10                    # only used to train (train True). paper-scale: 30
 num_clusters = 16              # NetVLAD K; paper-scale: 64
 init_images = 300              # k-means on descriptors of this many training database images; paper: 500
 init_descriptors = 20000       # paper: 50000

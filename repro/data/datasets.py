@@ -43,7 +43,7 @@ from repro.data.vprbench import LAYOUT as VPRBENCH_LAYOUT
 from repro.data.vprbench import load_vprbench
 from repro.errors import ConfigError, DatasetError
 
-__all__ = ["DATASETS", "DatasetLayout", "PlaceSplit", "load_split"]
+__all__ = ["DATASETS", "DatasetLayout", "PlaceSplit", "check_data_root", "check_evaluable", "load_split"]
 
 _NETVLAD_URL = "https://www.di.ens.fr/willow/research/netvlad/"
 _PITTS_HOW = (
@@ -146,6 +146,60 @@ class PlaceSplit:
         return len(self.q_paths)
 
 
+def check_data_root(dataset: str, data_root) -> Path:
+    """The dataset's root folder; ConfigError for an unknown dataset,
+    DatasetError (with the expected layout and where to get the data) when
+    the folder does not exist."""
+    if dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {dataset!r}; known datasets: {', '.join(DATASETS)}")
+    layout = DATASETS[dataset]
+    if data_root is None or not isinstance(data_root, (str, os.PathLike)):
+        raise ConfigError(f"data_root for {dataset!r} must be a folder path, got {data_root!r}. "
+                          f"Expected layout: {layout.describe()}")
+    root = Path(data_root).expanduser()
+    if not root.is_dir():
+        raise DatasetError(
+            f"data root for {dataset!r} not found: {root}. Expected layout: {layout.describe()}. "
+            f"{layout.how_to_get}"
+        )
+    return root
+
+
+def check_evaluable(split: PlaceSplit) -> int:
+    """Fail fast on a split whose recall@N would mean nothing.
+
+    Raises DatasetError when the split has no database image or no query,
+    when no query has any positive (recall would be 0 for every model: UTM
+    coordinates in other units, or queries from another area), or when it
+    shows a single place (every database image is a positive of every
+    query: recall would be 100% for every model, and training would have no
+    negatives).
+
+    Returns the number of queries without a positive. Those are allowed: as
+    in the paper and the authors' code they stay in the recall denominator
+    and count as failures; ``repro.metrics.recall_at_n`` warns and reports
+    the count (``num_without_positive``).
+    """
+    src = split.meta.get("mat") or split.name
+    if split.num_db == 0 or split.num_q == 0:
+        raise DatasetError(f"{src}: {split.num_db} database images and {split.num_q} queries; "
+                           "recall@N needs at least one of each")
+    n_pos = np.array([len(p) for p in split.positives], dtype=np.int64)
+    radius = f"within {split.pos_dist_thr:g} m" if split.pos_dist_thr else "in the ground truth"
+    if not n_pos.any():
+        raise DatasetError(
+            f"{src}: none of its {split.num_q} queries has a database image {radius}, so recall would be 0 "
+            "for any model. Check that utmDb and utmQ are UTM coordinates in metres of the same area "
+            "(VPR-Bench: that the ground truth matches the image lists).")
+    if (n_pos == split.num_db).all():
+        raise DatasetError(
+            f"{src}: all {split.num_db} database images are {radius} of every query: the split shows a single "
+            "place, so recall would be 100% for any model (and training would have no negatives). A "
+            f"place-recognition split needs database images of several places (negatives are farther than "
+            f"{split.pos_dist_thr or 25:g} m); check utmDb and utmQ.")
+    return int((n_pos == 0).sum())
+
+
 def load_split(
     dataset: str,
     data_root: str | os.PathLike,
@@ -166,21 +220,14 @@ def load_split(
         DatasetError: missing data_root, .mat, or images (message lists what
             was expected and where to get the data).
     """
-    if dataset not in DATASETS:
-        raise ConfigError(f"unknown dataset {dataset!r}; known datasets: {', '.join(DATASETS)}")
+    root = check_data_root(dataset, data_root)
     layout = DATASETS[dataset]
-    root = Path(data_root).expanduser()
-    if not root.is_dir():
-        raise DatasetError(
-            f"data root for {dataset!r} not found: {root}. Expected layout: {layout.describe()}. "
-            f"{layout.how_to_get}"
-        )
 
     if layout.kind == "vprbench":
         bench = load_vprbench(root)
         if check_files:  # listing found them; re-stat in case of broken links
-            check_images(bench.db_paths, what="reference images")
-            check_images(bench.q_paths, what="query images")
+            check_images(bench.db_paths, what="reference images", headers=False)
+            check_images(bench.q_paths, what="query images", headers=False)
         return PlaceSplit(
             name=f"vprbench_{root.resolve().name}", db_paths=bench.db_paths, q_paths=bench.q_paths,
             utm_db=None, utm_q=None, positives=bench.positives, pos_dist_thr=None,
@@ -201,8 +248,9 @@ def load_split(
     db_paths = [db_root / f for f in db.db_image_fns]
     q_paths = [q_root / f for f in db.q_image_fns]
     if check_files:
-        check_images(db_paths, what=f"{dataset} {split} database images (under {db_root})")
-        check_images(q_paths, what=f"{dataset} {split} query images (under {q_root})")
+        # one stat per file here; repro.evaluate.check_split_images reads headers before long work
+        check_images(db_paths, what=f"{dataset} {split} database images (under {db_root})", headers=False)
+        check_images(q_paths, what=f"{dataset} {split} query images (under {q_root})", headers=False)
 
     return PlaceSplit(
         name=f"{dataset}_{split}",

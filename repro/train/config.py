@@ -119,7 +119,7 @@ class TrainConfig:
         base = dict(
             dataset="synthetic", weights=None, backbone="alexnet", pooling="netvlad",
             num_clusters=16, image_size=(96, 128), train_from="all", init_images=300, init_descriptors=20_000,
-            epochs=4, queries_per_epoch=None, lr=1e-4, lr_step=5, exclude_very_hard=True, val_queries=200,
+            epochs=10, queries_per_epoch=None, lr=1e-4, lr_step=5, exclude_very_hard=True, val_queries=200,
         )
         base.update(overrides)
         return cls(**base)
@@ -181,6 +181,9 @@ class TrainConfig:
                  "(training needs GPS positions)")
         if self.dataset != "synthetic" and not self.data_root:
             fail(f"data_root is required for dataset={self.dataset!r} (the folder holding its images and .mat files)")
+        from repro.model.place_model import check_model_options
+
+        check_model_options(self.backbone, self.pooling, self.alpha, self.fmax_output_size)
         if self.optimizer not in OPTIMIZERS:
             fail(f"optimizer={self.optimizer!r}: choose one of {OPTIMIZERS}")
         if self.loss_normalization not in LOSS_NORMALIZATIONS:

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from repro.atomic import check_writable
 from repro.data.datasets import load_split
 from repro.errors import ConfigError
 from repro.evaluate import (check_split_images, evaluate_split, extract_descriptors, init_netvlad_from_images,
@@ -174,6 +175,9 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
     out_dir, record_path = cfg.paths()
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     name = cfg.resolved_run_name()
+    # Output folders first: an unwritable one must not cost a training run.
+    check_writable(out_dir, what="checkpoints (out_dir)")
+    check_writable(record_path.parent, what=f"the training record ({record_path.name})")
 
     # ---- data (all checks before any network work)
     root = _data_root(cfg)
