@@ -126,3 +126,29 @@ def test_check_images_too_small(tmp_path):
     check_images([big, tiny], min_size=31)
     with pytest.raises(DatasetError, match=r"1 of 2 images have a side below 32 pixels: .*tiny\.png \(100x31\)"):
         check_images([big, tiny], min_size=32)
+
+
+def test_kept_decoded_images_give_identical_tensors_and_respect_the_budget(tmp_path):
+    from repro.data.images import keep_decoded_images
+
+    rng = np.random.default_rng(7)
+    paths = []
+    for k in range(3):
+        p = tmp_path / f"im{k}.png"
+        Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    ds = ImageListDataset(paths, image_size=(16, 24))
+    fresh = [ds[i][0] for i in range(3)]
+    one_image = 16 * 24 * 3
+    with keep_decoded_images(2 * one_image) as kept:      # room for two of the three
+        first = [ds[i][0] for i in range(3)]
+        for p in paths:
+            p.unlink()                                        # kept ones no longer need the file
+        again = [ds[i][0] for i in range(2)]
+        assert (kept.hits, kept.misses, kept.nbytes) == (2, 3, 2 * one_image)
+        with pytest.raises(DatasetError, match="not found"):
+            ds[2]                                             # over budget: not kept, read again
+    for a, b, c in zip(fresh, first, again + [first[2]]):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    with pytest.raises(DatasetError):                         # outside the block nothing is kept
+        ds[0]

@@ -143,6 +143,16 @@ def test_resume_after_an_interruption_gives_identical_results(street, uninterrup
     assert full.history[1]["updates"] > 0
 
 
+def test_kept_decoded_images_do_not_change_training(street, uninterrupted, tmp_path):
+    """``image_memory_gb`` only saves decoding: the run is the same without it."""
+    _, full = uninterrupted
+    assert tiny_config(street, tmp_path).image_memory_gb > 0      # the fixture's run kept its images
+    plain = train(tiny_config(street, tmp_path, epochs=3, image_memory_gb=0))
+    assert comparable(plain.history) == comparable(full.history)
+    assert plain.test["recall"] == full.test["recall"]
+    assert same_state(plain.model.state_dict(), full.model.state_dict())
+
+
 def test_resume_after_sigkill_gives_identical_results(street, uninterrupted, tmp_path):
     _, full = uninterrupted
     script = f"""

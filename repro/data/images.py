@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,8 @@ from torch.utils.data import Dataset
 
 from repro.errors import ConfigError, DatasetError
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ImageListDataset", "check_images", "collate_images", "load_rgb8",
-           "same_size_groups", "to_rgb8", "to_tensor"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DecodedImages", "ImageListDataset", "check_images", "collate_images",
+           "keep_decoded_images", "load_rgb8", "same_size_groups", "to_rgb8", "to_tensor"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -72,8 +73,8 @@ def load_rgb8(path: str | os.PathLike) -> Image.Image:
         raise DatasetError(f"cannot read image {path}: {exc}") from exc
 
 
-def to_tensor(img: Image.Image, normalize: bool = True) -> torch.Tensor:
-    """8-bit RGB PIL image -> float32 [3, H, W]; values in 0..1, then
+def to_tensor(img: Image.Image | np.ndarray, normalize: bool = True) -> torch.Tensor:
+    """8-bit RGB PIL image (or its uint8 [H, W, 3] array) -> float32 [3, H, W]; values in 0..1, then
     ``(x - IMAGENET_MEAN) / IMAGENET_STD`` when ``normalize``."""
     x = torch.from_numpy(np.asarray(img, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
     if normalize:
@@ -81,6 +82,58 @@ def to_tensor(img: Image.Image, normalize: bool = True) -> torch.Tensor:
         std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
         x = (x - mean) / std
     return x
+
+
+class DecodedImages:
+    """Decoded (and resized) 8-bit images kept in RAM: ``(path, size) -> uint8 [H, W, 3]``.
+
+    Why: training decodes the same few thousand PNG/JPEG files again at every
+    cache refresh, every validation and for every mined tuple; on the
+    synthetic default, decoding and resizing were about 14% of a training
+    run (``results/benchmarks/profile_default.csv``). Images are added until
+    ``max_bytes`` is reached, then further ones are decoded each time (no
+    eviction: deterministic, and a full-size Pittsburgh run simply keeps the
+    first ones). Tensors made from a kept image are bit-identical to freshly
+    decoded ones.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self.nbytes = 0
+        self.hits = self.misses = 0
+        self._images: dict[tuple, np.ndarray] = {}
+
+    def get(self, key) -> np.ndarray | None:
+        arr = self._images.get(key)
+        if arr is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return arr
+
+    def put(self, key, arr: np.ndarray) -> None:
+        if self.nbytes + arr.nbytes <= self.max_bytes:
+            arr.setflags(write=False)
+            self._images[key] = arr
+            self.nbytes += arr.nbytes
+
+
+_KEPT: DecodedImages | None = None  # set by keep_decoded_images()
+
+
+@contextmanager
+def keep_decoded_images(max_bytes: int):
+    """Within this block, every :class:`ImageListDataset` read in this process
+    keeps its decoded images in one :class:`DecodedImages` (yielded), up to
+    ``max_bytes``; ``max_bytes <= 0`` keeps none. DataLoader worker processes
+    never keep images (their copies would not be shared)."""
+    global _KEPT
+    previous = _KEPT
+    _KEPT = DecodedImages(max_bytes) if max_bytes > 0 else None
+    try:
+        yield _KEPT
+    finally:
+        _KEPT = previous
 
 
 class ImageListDataset(Dataset):
@@ -109,12 +162,19 @@ class ImageListDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        img = load_rgb8(self.paths[i])
-        if self.image_size is not None:
-            h, w = self.image_size
-            if img.size != (w, h):
-                img = img.resize((w, h), Image.Resampling.BILINEAR)
-        return to_tensor(img, self.normalize), i
+        kept = _KEPT if torch.utils.data.get_worker_info() is None else None
+        key = (str(self.paths[i]), self.image_size)
+        arr = kept.get(key) if kept is not None else None
+        if arr is None:
+            img = load_rgb8(self.paths[i])
+            if self.image_size is not None:
+                h, w = self.image_size
+                if img.size != (w, h):
+                    img = img.resize((w, h), Image.Resampling.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
+            if kept is not None:
+                kept.put(key, arr)
+        return to_tensor(arr, self.normalize), i
 
 
 def collate_images(items):

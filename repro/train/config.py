@@ -88,6 +88,8 @@ class TrainConfig:
     device: str = "auto"
     eval_batch_size: int = 32
     num_workers: int = 0
+    image_memory_gb: float = 2.0            # decoded images kept in RAM for the run (not the authors'; speed
+                                            # only: results are identical); 0 = decode at every use
     deterministic: bool = True              # torch.use_deterministic_algorithms (warn_only)
     run_name: str | None = None             # None: "{dataset}[_{preset}]_{backbone}_{pooling}_seed{seed}"
     out_dir: str | None = None              # checkpoints; None: <repo>/cache/train/<run_name>
@@ -207,7 +209,7 @@ class TrainConfig:
         lr = self.resolved_lr()
         if not (math.isfinite(lr) and lr > 0):
             fail(f"lr={self.lr!r}: must be a positive number")
-        for name in ("momentum", "weight_decay", "margin"):
+        for name in ("momentum", "weight_decay", "margin", "image_memory_gb"):
             v = getattr(self, name)
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
                 fail(f"{name}={v!r}: must be a finite number >= 0")
@@ -236,5 +238,5 @@ class TrainConfig:
 
 
 # Fields that may change when resuming (they do not change the computation).
-RESUMABLE_CHANGES = frozenset({"resume", "epochs", "device", "progress", "verbose", "num_workers",
+RESUMABLE_CHANGES = frozenset({"resume", "epochs", "device", "progress", "verbose", "num_workers", "image_memory_gb",
                                "record_path", "out_dir", "data_root"})

@@ -39,6 +39,7 @@ import torch
 
 from repro.atomic import check_writable
 from repro.data.datasets import load_split
+from repro.data.images import keep_decoded_images
 from repro.errors import ConfigError
 from repro.evaluate import (check_split_images, evaluate_split, extract_descriptors, init_netvlad_from_images,
                             resolve_device)
@@ -164,7 +165,7 @@ def train(config: TrainConfig | None = None, callback=None, **overrides) -> Trai
     checkpoint stays in place).
     """
     cfg = (config or TrainConfig()).replace(**overrides).validate()
-    with _deterministic(cfg.deterministic):
+    with _deterministic(cfg.deterministic), keep_decoded_images(int(cfg.image_memory_gb * 2**30)):
         return _train(cfg, callback)
 
 
@@ -175,10 +176,6 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
     out_dir, record_path = cfg.paths()
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     name = cfg.resolved_run_name()
-    # Output folders first: an unwritable one must not cost a training run.
-    check_writable(out_dir, what="checkpoints (out_dir)")
-    check_writable(record_path.parent, what=f"the training record ({record_path.name})")
-
     # ---- data (all checks before any network work)
     root = _data_root(cfg)
     train_split = load_split(cfg.dataset, root, "train")
@@ -192,6 +189,10 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
     if per_epoch < cfg.batch_size:
         raise ConfigError(f"{train_split.name}: {per_epoch} training queries an epoch cannot fill one batch of "
                           f"batch_size={cfg.batch_size} tuples; lower batch_size or use more queries")
+    # Output folders (created here), after the data checks and before any
+    # network work: an unwritable one must not cost a training run.
+    check_writable(out_dir, what="checkpoints (out_dir)")
+    check_writable(record_path.parent, what=f"the training record ({record_path.name})")
     val_sub, val_idx = _val_subset(val_split, cfg.val_queries)
     log(f"[{name}] {train_split.name}: {len(tuples.query_ids)} training queries "
         f"({tuples.num_without_positive} without a positive within {tuples.pos_radius:g} m, "
