@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # or busy machine, spinning made torch's 2-thread CPU runs 4-12x slower.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: repro figures smoke test install clean-venv
+.PHONY: repro figures smoke test install clean-venv bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ smoke: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Speed and memory benchmarks (issue 6): results/benchmarks/*.csv and
+# summary.md; about 15 minutes on 2 cores. ARGS=--quick: tiny shapes, seconds;
+# ARGS="--only profile": cProfile of the default training, before/after.
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,4 +1,4 @@
-"""Recall@N for place recognition, with exact L2 search in faiss.
+"""Recall@N for place recognition, with exact (brute-force) L2 search.
 
 Paper definition (Sec. 5.1): a query is correctly localised at N if at least
 one of the top N retrieved database images is within the positive radius
@@ -6,12 +6,12 @@ one of the top N retrieved database images is within the positive radius
 queries. Which database images are positives is decided by the caller (from
 GPS); here they arrive as index arrays.
 
-Ties: faiss IndexFlatL2 (1.15) orders equal distances by database index,
-lowest first, also when choosing which of several tied candidates make the
-top k; we re-sort each returned row by (distance, index) so this holds for
-the returned rows whatever the faiss version. Distances are float32 and for
-20+ queries faiss computes them as |x|^2 + |y|^2 - 2 x.y (BLAS), so nearly
-equal distances may swap order relative to an exact float64 computation.
+Ties: equal distances are ordered by database index, lowest first, also
+when choosing which of several tied candidates make the top k (faiss
+IndexFlatL2's rule; the search used faiss until issue 6). Distances are
+float32, computed as |x|^2 + |y|^2 - 2 x.y by one matrix product (as faiss
+does for 20+ queries), so nearly equal distances may swap order relative to
+an exact float64 computation.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
-import faiss
 import numpy as np
+import torch
 
 from repro.errors import ConfigError
 
@@ -62,8 +62,10 @@ def _as_descriptors(x, name: str) -> np.ndarray:
         raise ConfigError(f"{name}: expected a 2-D array [n, D], got shape {list(arr.shape)}")
     if arr.shape[1] == 0:
         raise ConfigError(f"{name}: descriptors have dimension 0")
-    if not np.all(np.isfinite(arr)):
-        # faiss would silently return garbage neighbours for NaN/inf.
+    # row chunks of <= 16M values: np.isfinite makes a bool copy of what it checks
+    step = max(1, (1 << 24) // max(1, arr.shape[1]))
+    if not all(np.isfinite(arr[s:s + step]).all() for s in range(0, arr.shape[0], step)):
+        # the search would silently return garbage neighbours for NaN/inf.
         raise ConfigError(f"{name}: descriptors contain NaN or inf")
     return arr
 
@@ -99,13 +101,20 @@ def _check_positives(positives, num_queries: int, num_db: int | None) -> list[np
 
 
 def nearest_neighbours(query_desc, db_desc, k: int, batch_size: int = 4096):
-    """Exact k nearest database descriptors of each query (faiss IndexFlatL2).
+    """Exact k nearest database descriptors of each query (brute force, torch).
+
+    One float32 matrix product per block of queries and a top-k; the same
+    arithmetic as faiss ``IndexFlatL2`` (|q|^2 + |x|^2 - 2 q.x by BLAS) and the
+    same tie rule, but with torch's BLAS, several times faster than
+    faiss-cpu 1.15's on this project's 2-core AVX-512 machine (``make bench``:
+    results/benchmarks/eval.csv), and without faiss's copy of the database.
 
     Args:
         query_desc: [Q, D] numpy array or torch tensor (any float dtype).
         db_desc: [M, D] numpy array or torch tensor, M >= 1.
-        k: neighbours per query; clipped to M (faiss would pad with -1).
-        batch_size: queries per faiss call, bounding the result/scratch memory.
+        k: neighbours per query; clipped to M.
+        batch_size: at most this many queries per block (fewer when the
+            block's [queries, M] float32 distances would exceed 256 MiB).
 
     Returns:
         (distances [Q, min(k, M)] float32 squared L2, indices [Q, min(k, M)]
@@ -122,16 +131,48 @@ def nearest_neighbours(query_desc, db_desc, k: int, batch_size: int = 4096):
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     k = min(int(k), db.shape[0])
-
-    index = faiss.IndexFlatL2(db.shape[1])
-    index.add(db)
+    qt, dbt = torch.from_numpy(q), torch.from_numpy(db)  # views, no copies
+    db_sq = squared_norms(dbt)  # [M]
+    # Distance rows per block: at most ~64M floats (256 MiB) at a time.
+    block = max(1, min(int(batch_size), (64 << 20) // db.shape[0]))
     dist = np.empty((q.shape[0], k), np.float32)
     idx = np.empty((q.shape[0], k), np.int64)
-    for s in range(0, q.shape[0], batch_size):
-        dist[s:s + batch_size], idx[s:s + batch_size] = index.search(q[s:s + batch_size], k)
-    # Make the tie order explicit (faiss 1.15 already does this; cheap).
+    for s in range(0, q.shape[0], block):
+        qb = qt[s:s + block]
+        # |q|^2 + |x|^2 - 2 q.x in one product (what faiss does too, via BLAS)
+        d2 = torch.addmm(db_sq[None], qb, dbt.T, beta=1.0, alpha=-2.0).add_(squared_norms(qb)[:, None])
+        dist[s:s + block], idx[s:s + block] = _smallest_k(d2.clamp_(min=0), k)
+    # Ties by lower database index (for the tie-free rows this only orders
+    # equal distances inside the top k).
     order = np.lexsort((idx, dist), axis=-1)
     return np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)
+
+
+def squared_norms(x: torch.Tensor, chunk_elems: int = 1 << 24) -> torch.Tensor:
+    """``[n]`` squared L2 norms of the rows of ``x`` [n, D], in row chunks of at
+    most ``chunk_elems`` values: x*x is materialised per chunk only (64 MiB),
+    never for the whole database."""
+    rows = max(1, chunk_elems // max(1, x.shape[1]))
+    return torch.cat([x[s:s + rows].pow(2).sum(1) for s in range(0, x.shape[0], rows)])
+
+
+def _smallest_k(d2, k: int):
+    """(values, indices) [B, k] of the k smallest per row of ``d2`` [B, M] (torch),
+    choosing among distances equal to the k-th by lower index, as faiss does.
+
+    torch.topk picks arbitrarily among equal values at the boundary; rows
+    where more values equal the k-th than were picked are redone with a
+    stable sort (rare: exact float ties).
+    """
+    vals, idx = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+    kth = vals[:, -1:]
+    ambiguous = (d2 == kth).sum(1) > (vals == kth).sum(1)
+    vals, idx = vals.numpy(), idx.numpy()
+    for r in torch.nonzero(ambiguous).flatten().tolist():
+        row = d2[r].numpy()
+        sel = np.argsort(row, kind="stable")[:k]
+        vals[r], idx[r] = row[sel], sel
+    return vals, idx
 
 
 def recall_from_ranking(ranking, positives: Sequence, ns=(1, 5, 10, 20)) -> RecallResult:
@@ -264,7 +305,7 @@ def recall_at_n(
             cut-out is a positive (all cut-outs of a panorama share its GPS
             position, so they are positive together).
         return_details: return a RecallResult instead of the dict.
-        batch_size: queries per faiss search call.
+        batch_size: at most this many queries per search block.
 
     Returns:
         {N: recall in percent} or, with return_details, a RecallResult.

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from repro.evaluate import extract_descriptors
+from repro.metrics import squared_norms
 
 GB = 1024 ** 3
 
@@ -64,6 +65,7 @@ class DescriptorCache:
             self.q = np.zeros((num_q, dim), self.dtype)
         self.dim = int(dim)
         self.version = 0  # number of refreshes so far
+        self._table = None  # (version, query -> table row or -1, [n, N] d2), see build_table
         if log:
             where = f"memory-mapped in {memmap_dir}" if self.memmap else "in RAM"
             log(f"descriptor cache: {num_db} db + {num_q} query descriptors x {dim}-D {self.dtype} = "
@@ -89,6 +91,57 @@ class DescriptorCache:
         """Cached descriptors of queries ``ids``, ``[B, D]`` float32."""
         return torch.from_numpy(np.asarray(self.q[np.asarray(ids)], dtype=np.float32))
 
+    def build_table(self, query_ids, max_mib: float = 512.0, chunk: int = 4096) -> bool:
+        """Precompute ``d2`` of queries ``query_ids`` to the whole database.
+
+        Why: between refreshes the cache does not change, so each query's
+        distances are fixed; one matrix product ``[n, D] x [D, N]`` reads
+        every database row once for all n queries, where per-batch ranking
+        gathers ~1000 candidate rows per query (memory-bound). Mining then
+        only looks the candidates up. Returns False (no table) when the
+        ``[n, N]`` float32 table would exceed ``max_mib``. Valid until the next
+        :meth:`refresh` (which bumps ``version``; code writing ``db``/``q``
+        directly must not keep using a table built before).
+        """
+        ids = np.unique(np.asarray(query_ids, dtype=np.int64))
+        if len(ids) * self.db.shape[0] * 4 > max_mib * 2**20:
+            return False
+        q = self.query_rows(ids)
+        table = torch.empty(len(ids), self.db.shape[0])
+        q_sq = q.pow(2).sum(1, keepdim=True)
+        for s in range(0, self.db.shape[0], chunk):
+            rows = torch.from_numpy(np.asarray(self.db[s:s + chunk], dtype=np.float32))
+            # |q|^2 + |x|^2 - 2 q.x, written into the table slice without a [n, chunk] temporary per term
+            torch.addmm(q_sq + squared_norms(rows)[None], q, rows.T, beta=1.0, alpha=-2.0,
+                        out=table[:, s:s + chunk])
+        table.clamp_(min=0)
+        row_of = np.full(self.q.shape[0], -1, np.int64)
+        row_of[ids] = np.arange(len(ids))
+        self._table = (self.version, row_of, table)
+        return True
+
+    def table_covers(self, query_ids) -> bool:
+        """Whether a table built since the last refresh holds all of ``query_ids``."""
+        if self._table is None or self._table[0] != self.version:
+            return False
+        return bool(np.all(self._table[1][np.asarray(query_ids, dtype=np.int64)] >= 0))
+
+    def candidate_distances(self, query_ids, db_idx: torch.Tensor) -> torch.Tensor:
+        """``d2[b, c] = |q[query_ids[b]] - db[db_idx[b, c]]|^2``; ``inf`` where ``db_idx`` is -1.
+
+        From the table when it covers the queries (:meth:`build_table`), else
+        by :meth:`squared_distances` on gathered rows. Both compute
+        |q|^2 + |x|^2 - 2 q.x in float32 (they may differ in the last bits).
+        """
+        if not self.table_covers(query_ids):
+            return self.squared_distances(self.query_rows(query_ids), db_idx)
+        _, row_of, table = self._table
+        rows = row_of[np.asarray(query_ids, dtype=np.int64)]
+        idx = db_idx.numpy()
+        # numpy fancy indexing picks the [B, C] entries directly (no [B, N] row copies)
+        d2 = np.where(idx >= 0, table.numpy()[rows[:, None], np.maximum(idx, 0)], np.float32(np.inf))
+        return torch.from_numpy(d2)
+
     def squared_distances(self, q: torch.Tensor, db_idx: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
         """``d2[b, c] = |q[b] - db[db_idx[b, c]]|^2``; ``inf`` where ``db_idx`` is -1 (padding).
 
@@ -104,6 +157,8 @@ class DescriptorCache:
         uniq_np = uniq.numpy()
         for s in range(0, len(uniq), chunk):
             rows = torch.from_numpy(np.asarray(self.db[uniq_np[s:s + chunk]], dtype=np.float32))
-            out[:, s:s + chunk] = q_sq + rows.pow(2).sum(1)[None] - 2.0 * (q @ rows.T)
+            # |x|^2 (in sub-chunks: no squared copy of all the rows), one product
+            torch.addmm(q_sq + squared_norms(rows)[None], q, rows.T, beta=1.0, alpha=-2.0,
+                        out=out[:, s:s + chunk])
         d2 = out.gather(1, inv.view_as(db_idx)).clamp_(min=0)
         return torch.where(valid, d2, torch.full_like(d2, float("inf")))

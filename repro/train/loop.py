@@ -106,6 +106,8 @@ def train_epoch(model, optimizer, miner: HardNegativeMiner, cache, split, images
                           cfg.num_workers)
             model.train()
             stats["cache_refreshes"] += 1
+        if b % refresh_batches == 0:  # the queries mined before the next refresh: one distance table
+            miner.plan(cache, order[b * cfg.batch_size:(b + refresh_batches) * cfg.batch_size])
         query_ids = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
         mined = miner.mine(cache, query_ids, rng)
         stats["queries"] += len(query_ids)

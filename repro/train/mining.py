@@ -19,9 +19,14 @@ For each query of a batch, with the *cached* descriptors (:mod:`.cache`):
    loss and do not forward it) and counted.
 
 Ties in distance are broken by the lower database index (stable sort of
-index-sorted candidates). Mining is vectorised over the batch with torch (one
-gather + matrix product, no nearest-neighbour index per query) and runs in
-the main process, so it always sees the latest cache.
+index-sorted candidates). Mining is vectorised and runs in the main process,
+so it always sees the latest cache. Distances come from a query x database
+table computed by one matrix product after each refresh
+(:meth:`DescriptorCache.build_table`): for the queries announced by
+:meth:`HardNegativeMiner.plan` (those mined before the next refresh), else
+for all training queries; when the table would exceed ``table_mib``, by
+gathering each batch's candidate rows (one gather + matrix product per
+batch). Never a nearest-neighbour index per query.
 
 Differences from the authors: they rank only the 100 closest candidates
 (``nNegCap * 10``) before the violation test, which changes nothing when at
@@ -54,6 +59,15 @@ class MiningResult:
     num_violating: int       # violating triplets kept, over the batch
 
 
+def _sorted_union(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``np.union1d`` of two int64 arrays of distinct values (sort + dedupe, no hashing)."""
+    if len(a) == 0:
+        return np.sort(b)
+    u = np.concatenate([a, b])
+    u.sort()
+    return u[np.concatenate([[True], u[1:] != u[:-1]])]
+
+
 def _pad(rows: list[np.ndarray]) -> torch.Tensor:
     """Rows of different lengths -> [B, max_len] int64, padded with -1."""
     width = max(1, max(len(r) for r in rows))
@@ -68,7 +82,7 @@ class HardNegativeMiner:
 
     def __init__(self, tuples: TrainingTuples, num_random_negatives: int = 1000, num_cached_negatives: int = 10,
                  num_hard_negatives: int = 10, num_positives: int = 1, margin: float = 0.1,
-                 exclude_very_hard: bool = False):
+                 exclude_very_hard: bool = False, auto_table: bool = True, table_mib: float = 512.0):
         self.tuples = tuples
         self.num_random = int(num_random_negatives)
         self.num_cached = int(num_cached_negatives)
@@ -78,6 +92,8 @@ class HardNegativeMiner:
         self.exclude_very_hard = bool(exclude_very_hard)
         # query index -> hardest negatives of its previous visit (authors' auxData.negCache)
         self.neg_cache: dict[int, np.ndarray] = {}
+        self.auto_table, self.table_mib = bool(auto_table), float(table_mib)
+        self._auto_version = -1  # cache version of the last automatic table attempt
 
     def state_dict(self) -> dict:
         return {"neg_cache": {int(k): v.copy() for k, v in self.neg_cache.items()}}
@@ -85,17 +101,35 @@ class HardNegativeMiner:
     def load_state_dict(self, state: dict) -> None:
         self.neg_cache = {int(k): np.asarray(v, np.int64) for k, v in state["neg_cache"].items()}
 
+    def plan(self, cache: DescriptorCache, query_ids) -> bool:
+        """Precompute the distances of ``query_ids`` (the queries to be mined
+        before the next refresh) to the database; see the module docstring.
+        Returns whether the table fits ``table_mib``."""
+        return cache.build_table(query_ids, self.table_mib)
+
+    def _auto_plan(self, cache: DescriptorCache, query_ids) -> None:
+        # Once per refresh (version >= 1: the cache was filled by refresh(),
+        # not written directly), unless plan() already covers these queries:
+        # a table for every training query, if it fits table_mib. Its matrix
+        # product (2*Q*N*D flops) is small next to the refresh it follows
+        # ((N + Q) forward passes of the CNN).
+        if self.auto_table and cache.version >= 1 and self._auto_version != cache.version \
+                and not cache.table_covers(query_ids):
+            self._auto_version = cache.version
+            self.plan(cache, self.tuples.query_ids)
+
     def mine(self, cache: DescriptorCache, query_ids, rng: np.random.Generator) -> MiningResult:
         """Tuples for ``query_ids`` (indices into the split's queries)."""
         query_ids = [int(q) for q in query_ids]
+        self._auto_plan(cache, query_ids)
         t = self.tuples
         candidates = []
         for q in query_ids:  # sampling is per query; the ranking below is batched
             random_negs = sample_negatives(t.non_negatives[q], t.num_db, self.num_random, rng)
-            candidates.append(np.union1d(self.neg_cache.get(q, np.zeros(0, np.int64)), random_negs))
+            candidates.append(_sorted_union(self.neg_cache.get(q, np.zeros(0, np.int64)), random_negs))
         pos_idx = _pad([t.potential_positives[q] for q in query_ids])
         neg_idx = _pad(candidates)
-        d2 = cache.squared_distances(cache.query_rows(query_ids), torch.cat([pos_idx, neg_idx], 1))
+        d2 = cache.candidate_distances(query_ids, torch.cat([pos_idx, neg_idx], 1))
         d2_pos, d2_neg = d2[:, :pos_idx.shape[1]], d2[:, pos_idx.shape[1]:]
         # Candidates are index-sorted, so a stable sort breaks ties by index.
         pos_order = torch.sort(d2_pos, dim=1, stable=True).indices
@@ -107,15 +141,19 @@ class HardNegativeMiner:
             violating &= neg_d2_sorted >= best_pos[:, None]  # now a contiguous run, no longer a prefix
 
         result = MiningResult(tuples=[], skipped=[], num_violating=0)
+        # per-query bookkeeping on numpy views: a torch indexing op costs
+        # microseconds of dispatch each, numpy's a fraction of that
+        neg_sorted, violating = neg_sorted.numpy(), violating.numpy()
+        pos_idx, pos_order = pos_idx.numpy(), pos_order.numpy()
         for b, q in enumerate(query_ids):
             n_cand = len(candidates[b])
-            self.neg_cache[q] = neg_sorted[b, :min(self.num_cached, n_cand)].numpy().copy()
-            hard = neg_sorted[b][violating[b]][:self.num_hard].numpy().copy()
+            self.neg_cache[q] = neg_sorted[b, :min(self.num_cached, n_cand)].copy()
+            hard = neg_sorted[b][violating[b]][:self.num_hard]  # boolean indexing copies
             if len(hard) == 0:
                 result.skipped.append(q)
                 continue
             n_pos = min(self.num_positives, len(t.potential_positives[q]))
-            positives = pos_idx[b, pos_order[b, :n_pos]].numpy().copy()
+            positives = pos_idx[b, pos_order[b, :n_pos]]  # fancy indexing copies
             result.tuples.append(MinedTuple(q, positives, hard))
             result.num_violating += len(hard)
         return result
