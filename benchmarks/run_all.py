@@ -17,7 +17,7 @@ import time
 from benchmarks import common
 from benchmarks.common import dump_json, machine, set_results_dir, write_csv
 
-BENCHES = ["netvlad", "extraction", "mining", "eval", "scaling", "pipeline"]
+BENCHES = ["netvlad", "extraction", "images", "mining", "eval", "scaling", "pipeline"]
 
 
 def _med(rows, **match):
@@ -47,6 +47,11 @@ def goals(results: dict) -> list[dict]:
     for case in dict.fromkeys(r["case"] for r in rows):
         n = _med(rows, case=case, impl="netvlad")
         add("extraction: (base + NetVLAD) / base time", case, n["ratio"], "<= 1.15", n["ratio"] <= 1.15)
+    rows = results.get("images", [])
+    for case in dict.fromkeys(r["case"] for r in rows):
+        d, k = (_med(rows, case=case, impl=i) for i in ("decode", "kept"))
+        add("image loading: decode every time / kept in RAM", case, d["seconds"] / k["seconds"], "(report)", None,
+            f"s per 1000 images: decode {d['seconds']:.2f}, kept {k['seconds']:.2f}")
     rows = [r for r in results.get("mining", []) if r["benchmark"] == "mining"]
     for case in dict.fromkeys(r["case"] for r in rows):
         nv, tb, ga, sk = (_med(rows, case=case, impl=i) for i in ("naive", "table", "gather", "naive_sklearn"))

@@ -16,7 +16,7 @@ from benchmarks.common import BASE_COLUMNS  # noqa: E402
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    run_all.main(["--quick", "--out", str(out), "--only", "netvlad,extraction,mining,eval,scaling,pipeline"])
+    run_all.main(["--quick", "--out", str(out), "--only", "netvlad,extraction,images,mining,eval,scaling,pipeline"])
     return out
 
 
@@ -24,6 +24,7 @@ def quick_run(tmp_path_factory):
     ("netvlad", {"B", "K", "D", "H", "W"}),
     ("extraction", {"backbone", "images_per_s"}),
     ("mining", {"N", "Q", "dim", "cache_mib_f32", "cache_mib_f16"}),
+    ("images", {"images", "image_h", "image_w", "kept_mib"}),
     ("eval", {"M", "Q", "dim", "recall@1"}),
     ("scaling", {"M", "dim"}),
     ("pipeline", {"budget_s"}),
