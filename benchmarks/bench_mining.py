@@ -124,7 +124,7 @@ def mine_all(impl: str, tuples, cache, query_ids, seed=1):
     if impl in ("naive", "naive_sklearn"):
         miner = NaiveMiner(tuples, knn=_sklearn_knn if impl == "naive_sklearn" else _faiss_knn)
         return [t for s in range(0, len(query_ids), BATCH) for t in miner.mine(cache, query_ids[s:s + BATCH], rng)]
-    miner = HardNegativeMiner(tuples, auto_table=False)  # each impl decides below
+    miner = HardNegativeMiner(tuples)  # "table" plans one below; "gather" mines without
     if impl == "table":
         assert miner.plan(cache, query_ids)
     return [t for s in range(0, len(query_ids), BATCH) for t in miner.mine(cache, query_ids[s:s + BATCH], rng).tuples]

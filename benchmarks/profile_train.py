@@ -50,7 +50,7 @@ def profile_once(variant: str, pstats_path: str) -> float:
 
     if variant == "before":
         NetVLAD.forward = NetVLAD.forward_autograd
-        HardNegativeMiner._auto_plan = lambda self, cache, ids: None
+        HardNegativeMiner.plan = lambda self, cache, ids: False  # no distance table: gather per batch
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig.synthetic_default(out_dir=f"{tmp}/out", record_path=f"{tmp}/record.json")
         pr = cProfile.Profile()

@@ -22,11 +22,11 @@ Ties in distance are broken by the lower database index (stable sort of
 index-sorted candidates). Mining is vectorised and runs in the main process,
 so it always sees the latest cache. Distances come from a query x database
 table computed by one matrix product after each refresh
-(:meth:`DescriptorCache.build_table`): for the queries announced by
-:meth:`HardNegativeMiner.plan` (those mined before the next refresh), else
-for all training queries; when the table would exceed ``table_mib``, by
-gathering each batch's candidate rows (one gather + matrix product per
-batch). Never a nearest-neighbour index per query.
+(:meth:`DescriptorCache.build_table`) for the queries announced by
+:meth:`HardNegativeMiner.plan` (the training loop announces those mined
+before the next refresh); without a table (none planned, or it would exceed
+``table_mib``), by gathering each batch's candidate rows (one gather +
+matrix product per batch). Never a nearest-neighbour index per query.
 
 Differences from the authors: they rank only the 100 closest candidates
 (``nNegCap * 10``) before the violation test, which changes nothing when at
@@ -82,7 +82,7 @@ class HardNegativeMiner:
 
     def __init__(self, tuples: TrainingTuples, num_random_negatives: int = 1000, num_cached_negatives: int = 10,
                  num_hard_negatives: int = 10, num_positives: int = 1, margin: float = 0.1,
-                 exclude_very_hard: bool = False, auto_table: bool = True, table_mib: float = 512.0):
+                 exclude_very_hard: bool = False, table_mib: float = 512.0):
         self.tuples = tuples
         self.num_random = int(num_random_negatives)
         self.num_cached = int(num_cached_negatives)
@@ -92,8 +92,7 @@ class HardNegativeMiner:
         self.exclude_very_hard = bool(exclude_very_hard)
         # query index -> hardest negatives of its previous visit (authors' auxData.negCache)
         self.neg_cache: dict[int, np.ndarray] = {}
-        self.auto_table, self.table_mib = bool(auto_table), float(table_mib)
-        self._auto_version = -1  # cache version of the last automatic table attempt
+        self.table_mib = float(table_mib)
 
     def state_dict(self) -> dict:
         return {"neg_cache": {int(k): v.copy() for k, v in self.neg_cache.items()}}
@@ -107,21 +106,9 @@ class HardNegativeMiner:
         Returns whether the table fits ``table_mib``."""
         return cache.build_table(query_ids, self.table_mib)
 
-    def _auto_plan(self, cache: DescriptorCache, query_ids) -> None:
-        # Once per refresh (version >= 1: the cache was filled by refresh(),
-        # not written directly), unless plan() already covers these queries:
-        # a table for every training query, if it fits table_mib. Its matrix
-        # product (2*Q*N*D flops) is small next to the refresh it follows
-        # ((N + Q) forward passes of the CNN).
-        if self.auto_table and cache.version >= 1 and self._auto_version != cache.version \
-                and not cache.table_covers(query_ids):
-            self._auto_version = cache.version
-            self.plan(cache, self.tuples.query_ids)
-
     def mine(self, cache: DescriptorCache, query_ids, rng: np.random.Generator) -> MiningResult:
         """Tuples for ``query_ids`` (indices into the split's queries)."""
         query_ids = [int(q) for q in query_ids]
-        self._auto_plan(cache, query_ids)
         t = self.tuples
         candidates = []
         for q in query_ids:  # sampling is per query; the ranking below is batched
