@@ -163,15 +163,19 @@ def test_mat_field_missing_or_counts_disagree(change, expected, data, capsys, no
         load_split("synthetic", data, "test")
 
 
+def data_error(entry, data, tmp_path, capsys) -> str:
+    """The error message of ``python -m repro evaluate`` ("cli-evaluate") or of ``train()`` ("train") on ``data``."""
+    if entry == "cli-evaluate":
+        return cli_error(evaluate_args(data), capsys)
+    with pytest.raises(DatasetError) as info:
+        train(tiny_config(data, tmp_path))
+    return str(info.value)
+
+
 @pytest.mark.parametrize("entry", ["cli-evaluate", "train"])
 def test_listed_image_absent(entry, data, tmp_path, capsys, no_model, no_training_work):
     (data / "database" / "db_005.png").unlink()
-    if entry == "cli-evaluate":
-        msg = cli_error(evaluate_args(data), capsys)
-    else:
-        with pytest.raises(DatasetError) as info:
-            train(tiny_config(data, tmp_path))
-        msg = str(info.value)
+    msg = data_error(entry, data, tmp_path, capsys)
     assert "1 of 40 synthetic" in msg and "database images" in msg and "are missing" in msg
     assert "db_005.png" in msg and "fully extracted" in msg
 
@@ -199,12 +203,7 @@ def test_corrupt_or_truncated_image(damage, entry, data, tmp_path, capsys, no_mo
         bad.write_text("<html>404 Not Found</html>")
     else:
         bad.write_bytes(b"")
-    if entry == "cli-evaluate":
-        msg = cli_error(evaluate_args(data), capsys)
-    else:
-        with pytest.raises(DatasetError) as info:
-            train(tiny_config(data, tmp_path))
-        msg = str(info.value)
+    msg = data_error(entry, data, tmp_path, capsys)
     # all three splits of the street list the same files: training meets the damage in its train split
     split = "test" if entry == "cli-evaluate" else "train"
     assert f"1 of 12 synthetic_{split} query images are unreadable or truncated" in msg
