@@ -7,7 +7,7 @@ import torch
 
 from repro import metrics
 from repro.errors import ConfigError
-from repro.metrics import nearest_neighbours, recall_at_n, recall_from_ranking
+from repro.metrics import k_smallest, nearest_neighbours, recall_at_n, recall_from_ranking
 
 NS = (1, 2, 5, 10, 20)
 
@@ -98,6 +98,25 @@ def test_ties_broken_by_database_index(num_q):
     assert higher == {1: 0.0, 2: 100.0}
     _, idx = nearest_neighbours(q, db, 1)
     assert (idx[:, 0] == 2).all()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_k_smallest_is_the_head_of_a_stable_sort(seed):
+    # Values from a small set (many exact ties) and inf padding at random places.
+    rng = np.random.default_rng(seed)
+    d2 = rng.integers(0, 6, (50, 40)).astype(np.float32)
+    d2[rng.random((50, 40)) < 0.3] = np.inf
+    d2[0, 3:] = np.inf  # a row with fewer finite entries than k
+    for k in (0, 1, 5, 12, 40, 60):
+        vals, cols = k_smallest(torch.from_numpy(d2), k)
+        kk = min(k, 40)
+        assert vals.shape == cols.shape == (50, kk)
+        for r in range(50):
+            ref = sorted(range(40), key=lambda c: (d2[r, c], c))[:kk]  # stable sort, in plain Python
+            finite = np.isfinite(d2[r, ref])
+            assert cols[r][finite].tolist() == [c for c, f in zip(ref, finite) if f], (k, r)
+            assert np.array_equal(vals[r], d2[r, ref])  # the padding picked may differ, never its count
+            assert np.array_equal(vals[r], d2[r, cols[r]])
 
 
 def test_queries_without_positive_stay_in_denominator():

@@ -120,6 +120,29 @@ def test_more_than_one_positive_are_the_closest_potential_positives():
     assert got[3] == ref[3] and len(got[3][0]) == 2
 
 
+@pytest.mark.parametrize("exclude_very_hard", [False, True])
+def test_exact_distance_ties_are_broken_by_database_index(exclude_very_hard):
+    # Small-integer descriptors: every squared distance is an exact integer
+    # (in float32 and in the float64 reference), so ties are everywhere,
+    # across the boundaries of the 10 remembered and the 10 kept negatives.
+    rng = np.random.default_rng(7)
+    tuples, cache = hand_built(seed=3)
+    cache.db[:] = rng.integers(0, 3, (60, 8))
+    cache.q[:] = rng.integers(0, 3, (4, 8))
+    miner = HardNegativeMiner(tuples, num_random_negatives=20, margin=MARGIN, exclude_very_hard=exclude_very_hard)
+    ref_cache, ties = {}, 0
+    for round_seed in (4, 5, 6):
+        got = as_dict(miner.mine(cache, [0, 1, 2, 3], np.random.default_rng(round_seed)))
+        ref = reference_mine(tuples, cache, [0, 1, 2, 3], np.random.default_rng(round_seed), ref_cache, 20,
+                             exclude_very_hard=exclude_very_hard)
+        assert got == {qi: (r if r[1] else None) for qi, r in ref.items()}, round_seed
+        for qi in range(4):
+            assert miner.neg_cache[qi].tolist() == ref_cache[qi]
+            d = ((cache.db[ref_cache[qi]] - cache.q[qi]) ** 2).sum(1)
+            ties += int((d[1:] == d[:-1]).sum())
+    assert ties > 10  # the data does tie
+
+
 def test_cache_storage_rules_and_float16_distances(tmp_path):
     rng = np.random.default_rng(0)
     db = rng.normal(size=(300, 64)).astype(np.float32)

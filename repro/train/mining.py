@@ -18,9 +18,10 @@ For each query of a batch, with the *cached* descriptors (:mod:`.cache`):
 5. a query with no violating negative is skipped (the authors record a 0
    loss and do not forward it) and counted.
 
-Ties in distance are broken by the lower database index (stable sort of
-index-sorted candidates). Mining is vectorised and runs in the main process,
-so it always sees the latest cache. Distances come from a query x database
+Ties in distance are broken by the lower database index (the candidates are
+index-sorted and selected in (distance, column) order, as by a stable sort).
+Mining is vectorised and runs in the main process, so it always sees the
+latest cache. Distances come from a query x database
 table computed by one matrix product after each refresh
 (:meth:`DescriptorCache.build_table`) for the queries announced by
 :meth:`HardNegativeMiner.plan` (the training loop announces those mined
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 
 from repro.data.ground_truth import sample_negatives
+from repro.metrics import k_smallest
 from repro.train.cache import DescriptorCache
 from repro.train.tuples import TrainingTuples
 
@@ -118,29 +120,29 @@ class HardNegativeMiner:
         neg_idx = _pad(candidates)
         d2 = cache.candidate_distances(query_ids, torch.cat([pos_idx, neg_idx], 1))
         d2_pos, d2_neg = d2[:, :pos_idx.shape[1]], d2[:, pos_idx.shape[1]:]
-        # Candidates are index-sorted, so a stable sort breaks ties by index.
-        pos_order = torch.sort(d2_pos, dim=1, stable=True).indices
-        neg_d2_sorted, neg_order = torch.sort(d2_neg, dim=1, stable=True)
-        neg_sorted = neg_idx.gather(1, neg_order)
-        best_pos = d2_pos.gather(1, pos_order[:, :1]).squeeze(1)  # [B]
-        violating = neg_d2_sorted < (best_pos + self.margin)[:, None]  # a prefix of each row; inf never violates
+        # Only the first few of each ranking are used, so they are selected
+        # (k_smallest: top-k in (distance, column) order), not fully sorted;
+        # candidates are index-sorted, so columns break ties by database index,
+        # exactly as a stable sort of the whole row would.
+        pos_d2, pos_cols = k_smallest(d2_pos, self.num_positives)
+        best_pos = torch.from_numpy(pos_d2[:, 0])  # [B]
+        eligible = d2_neg < (best_pos + self.margin)[:, None]  # violating; inf (padding) never is
         if self.exclude_very_hard:
-            violating &= neg_d2_sorted >= best_pos[:, None]  # now a contiguous run, no longer a prefix
+            eligible &= d2_neg >= best_pos[:, None]
+        _, cached_cols = k_smallest(d2_neg, self.num_cached)
+        hard_d2, hard_cols = k_smallest(d2_neg.masked_fill(~eligible, float("inf")), self.num_hard)
 
         result = MiningResult(tuples=[], skipped=[], num_violating=0)
-        # per-query bookkeeping on numpy views: a torch indexing op costs
-        # microseconds of dispatch each, numpy's a fraction of that
-        neg_sorted, violating = neg_sorted.numpy(), violating.numpy()
-        pos_idx, pos_order = pos_idx.numpy(), pos_order.numpy()
+        neg_idx, pos_idx = neg_idx.numpy(), pos_idx.numpy()
         for b, q in enumerate(query_ids):
             n_cand = len(candidates[b])
-            self.neg_cache[q] = neg_sorted[b, :min(self.num_cached, n_cand)].copy()
-            hard = neg_sorted[b][violating[b]][:self.num_hard]  # boolean indexing copies
+            self.neg_cache[q] = neg_idx[b, cached_cols[b, :min(self.num_cached, n_cand)]]  # fancy indexing copies
+            hard = neg_idx[b, hard_cols[b][hard_d2[b] < np.inf]]
             if len(hard) == 0:
                 result.skipped.append(q)
                 continue
             n_pos = min(self.num_positives, len(t.potential_positives[q]))
-            positives = pos_idx[b, pos_order[b, :n_pos]]  # fancy indexing copies
+            positives = pos_idx[b, pos_cols[b, :n_pos]]
             result.tuples.append(MinedTuple(q, positives, hard))
             result.num_violating += len(hard)
         return result
