@@ -173,13 +173,14 @@ def k_smallest(d2: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
     if k <= 0:
         return np.zeros((d2.shape[0], 0), np.float32), np.zeros((d2.shape[0], 0), np.int64)
     vals, idx = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+    # the checks in numpy: on mining's [4, ~1010] rows a torch op's dispatch
+    # costs more than its work
+    vals, idx, d2 = vals.numpy(), idx.numpy(), d2.numpy()
     kth = vals[:, -1:]
-    ambiguous = torch.isfinite(kth[:, 0]) & ((d2 == kth).sum(1) > (vals == kth).sum(1))
-    vals, idx = vals.numpy(), idx.numpy()
-    for r in torch.nonzero(ambiguous).flatten().tolist():
-        row = d2[r].numpy()
-        sel = np.argsort(row, kind="stable")[:k]
-        vals[r], idx[r] = row[sel], sel
+    ambiguous = np.isfinite(kth[:, 0]) & ((d2 == kth).sum(1) > (vals == kth).sum(1))
+    for r in np.flatnonzero(ambiguous):
+        sel = np.argsort(d2[r], kind="stable")[:k]
+        vals[r], idx[r] = d2[r][sel], sel
     order = np.lexsort((idx, vals), axis=-1)
     return np.take_along_axis(vals, order, 1), np.take_along_axis(idx, order, 1)
 
