@@ -3,9 +3,11 @@
 Implementations, all on the same cached descriptors and the same random
 negatives (same seed), checked to mine identical tuples (assert):
 
-* ``table``: the project's miner with the query x database distance table
-  (:meth:`HardNegativeMiner.plan`, one matrix product for the queries mined
-  before the next refresh; timed together with the mining itself).
+* ``table``: the project's miner as the training loop runs it: the query x
+  database distance table (:meth:`HardNegativeMiner.plan`, one matrix
+  product for the queries mined before the next refresh), then those
+  queries' batches mined in one pass (:meth:`HardNegativeMiner.mine_batches`);
+  timed together.
 * ``product``: only the table's matrix product, ``[n, D] x [D, N]`` in
   float32 (no norms, no mining): the floor of the table approach.
 * ``gather``: the project's miner without a table (per batch of 4 queries,
@@ -133,9 +135,11 @@ def mine_all(impl: str, tuples, cache, query_ids, seed=1):
         miner = NaiveMiner(tuples, knn=_sklearn_knn if impl == "naive_sklearn" else _faiss_knn)
         return [t for s in range(0, len(query_ids), BATCH) for t in miner.mine(cache, query_ids[s:s + BATCH], rng)]
     miner = HardNegativeMiner(tuples)  # "table" plans one below; "gather" mines without
-    if impl == "table":
+    batches = [query_ids[s:s + BATCH] for s in range(0, len(query_ids), BATCH)]
+    if impl == "table":  # as the training loop: one table, then all batches in one pass
         assert miner.plan(cache, query_ids)
-    return [t for s in range(0, len(query_ids), BATCH) for t in miner.mine(cache, query_ids[s:s + BATCH], rng).tuples]
+        return [t for r in miner.mine_batches(cache, batches, rng) for t in r.tuples]
+    return [t for b in batches for t in miner.mine(cache, b, rng).tuples]
 
 
 def refresh_interval(Q: int, n_mined: int) -> tuple[np.ndarray, np.ndarray]:

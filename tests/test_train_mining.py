@@ -205,8 +205,9 @@ def test_cache_refresh_is_what_the_next_mining_round_sees(street):
 
 @pytest.mark.parametrize("refresh_batches, fresh", [(1, True), (100, False)])
 def test_mid_epoch_refresh_reaches_the_miner(street, refresh_batches, fresh):
-    """Inside the training loop, mining at batch b >= 1 sees descriptors of the
-    current network when the cache is refreshed every batch, stale ones otherwise."""
+    """Inside the training loop, the batches after a refresh are mined from the
+    descriptors of the network of that moment: refreshed every batch, each
+    batch's; otherwise all three from the epoch start's (stale by then)."""
     split = load_split("synthetic", street, "train")
     tuples = build_tuples(split)
     cfg = tiny_config(street, street, lr=1e-3)
@@ -216,21 +217,56 @@ def test_mid_epoch_refresh_reaches_the_miner(street, refresh_batches, fresh):
     cache.refresh(model, split.db_paths, split.q_paths, cfg.image_size, cfg.eval_batch_size)
     miner = HardNegativeMiner(tuples, cfg.num_random_negatives, margin=cfg.margin)
     seen = []
-    mine = miner.mine
+    mine_batches = miner.mine_batches
 
-    def spy(cache_, query_ids, rng):
+    def spy(cache_, batches, rng):
         current = extract_descriptors(model, split.db_paths, cfg.image_size, cfg.eval_batch_size)
-        seen.append((cache_.version, float(np.abs(current - cache_.db).max())))
-        return mine(cache_, query_ids, rng)
+        seen.append((cache_.version, len(batches), float(np.abs(current - cache_.db).max())))
+        return mine_batches(cache_, batches, rng)
 
-    miner.mine = spy
+    miner.mine_batches = spy
     rng = np.random.default_rng(0)
     stats = train_epoch(model, optimizer, miner, cache, split, TupleImages(split, cfg.image_size),
                         rng.permutation(tuples.query_ids), 1, rng, cfg, "cpu", refresh_batches)
-    assert stats["updates"] >= 1 and len(seen) == 3
+    assert stats["updates"] >= 1 and stats["num_batches"] == 3
+    assert all(diff < 1e-5 for _, _, diff in seen)  # each pass sees the network of its moment
     if fresh:
-        assert [v for v, _ in seen] == [1, 2, 3]
-        assert all(diff < 1e-5 for _, diff in seen[1:])
+        assert [(v, n) for v, n, _ in seen] == [(1, 1), (2, 1), (3, 1)]
     else:
-        assert [v for v, _ in seen] == [1, 1, 1]
-        assert max(diff for _, diff in seen[1:]) > 1e-4
+        assert [(v, n) for v, n, _ in seen] == [(1, 3)]
+        current = extract_descriptors(model, split.db_paths, cfg.image_size, cfg.eval_batch_size)
+        assert np.abs(current - cache.db).max() > 1e-4  # the network moved on; batches 2 and 3 used stale ones
+
+
+def test_mine_batches_equals_mining_batch_by_batch():
+    """One pass over several batches: the same tuples, remembered negatives and
+    random draws as one mine() per batch, over rounds that feed each other."""
+    rng = np.random.default_rng(11)
+    num_db, num_q = 300, 40
+    pos = [np.sort(rng.choice(num_db, 3, replace=False)) for _ in range(num_q)]
+    non_neg = [np.union1d(p, rng.choice(num_db, 5, replace=False)) for p in pos]
+    tuples = TrainingTuples(query_ids=np.arange(num_q), potential_positives=pos, non_negatives=non_neg,
+                            num_db=num_db, pos_radius=10.0, neg_radius=25.0, num_without_positive=0,
+                            num_without_negative=0)
+    cache = DescriptorCache(num_db, num_q, 16, dtype="float32")
+    cache.db[:], cache.q[:] = rng.normal(size=(num_db, 16)), rng.normal(size=(num_q, 16))
+    one, batchwise = (HardNegativeMiner(tuples, num_random_negatives=30, margin=3.0) for _ in range(2))
+    skipped = 0
+    for round_seed in range(3):
+        order = np.random.default_rng(round_seed).permutation(num_q)
+        batches = [order[s:s + 4] for s in range(0, num_q, 4)]
+        assert one.plan(cache, order)
+        r1, r2 = np.random.default_rng(round_seed), np.random.default_rng(round_seed)
+        got = one.mine_batches(cache, batches, r1)
+        ref = [batchwise.mine(cache, b, r2) for b in batches]
+        assert [as_dict(g) for g in got] == [as_dict(r) for r in ref]
+        assert [g.num_violating for g in got] == [r.num_violating for r in ref]
+        assert {q: v.tolist() for q, v in one.neg_cache.items()} == {q: v.tolist() for q, v in batchwise.neg_cache.items()}
+        assert r1.random() == r2.random()  # the same draws
+        skipped += sum(len(g.skipped) for g in got)
+    assert 0 < skipped < 3 * num_q  # both kinds of query occur
+    # a repeated query, or no table: batch by batch (a query's second visit sees its first one's negatives)
+    repeated = [np.array([0, 1]), np.array([1, 2])]
+    r1, r2 = np.random.default_rng(5), np.random.default_rng(5)
+    assert [as_dict(g) for g in one.mine_batches(cache, repeated, r1)] == \
+        [as_dict(batchwise.mine(cache, b, r2)) for b in repeated]

@@ -8,6 +8,8 @@ Follows the authors' ``trainWeakly.m`` batch loop:
 * before batch b (b > 0) the descriptor cache is refreshed when b is a
   multiple of ``refresh_batches`` (``ceil(cache_refresh / batch_size)``,
   doubled at each learning-rate halving by the caller);
+* mining (:mod:`.mining`) happens after each refresh, for all the batches
+  before the next one;
 * each mined tuple (query, positive(s), violating negatives) is forwarded as
   one small batch of images with the current network and its Eq. 7 loss
   back-propagated; gradients add up over the tuples of the batch;
@@ -106,10 +108,16 @@ def train_epoch(model, optimizer, miner: HardNegativeMiner, cache, split, images
                           cfg.num_workers)
             model.train()
             stats["cache_refreshes"] += 1
-        if b % refresh_batches == 0:  # the queries mined before the next refresh: one distance table
+        if b % refresh_batches == 0:
+            # the batches before the next refresh: one distance table, mined
+            # together (same tuples and draws as batch by batch: the cache is
+            # fixed until then, and each query comes once per epoch)
+            batches = [order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+                       for i in range(b, min(b + refresh_batches, num_batches))]
             miner.plan(cache, order[b * cfg.batch_size:(b + refresh_batches) * cfg.batch_size])
+            mined_ahead = miner.mine_batches(cache, batches, rng)
         query_ids = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-        mined = miner.mine(cache, query_ids, rng)
+        mined = mined_ahead[b % refresh_batches]
         stats["queries"] += len(query_ids)
         stats["skipped"] += len(mined.skipped)
         stats["violating_mined"] += mined.num_violating

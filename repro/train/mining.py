@@ -110,7 +110,28 @@ class HardNegativeMiner:
 
     def mine(self, cache: DescriptorCache, query_ids, rng: np.random.Generator) -> MiningResult:
         """Tuples for ``query_ids`` (indices into the split's queries)."""
-        query_ids = [int(q) for q in query_ids]
+        return _result(self._mine(cache, [int(q) for q in query_ids], rng))
+
+    def mine_batches(self, cache: DescriptorCache, batches, rng: np.random.Generator) -> list[MiningResult]:
+        """:meth:`mine` of each batch in turn (a list of query-id arrays), in
+        one vectorised pass when a table covers them all and no query repeats:
+        the same tuples, cache updates and random draws, without the fixed
+        cost of a pass per batch (the selection's ~10 array operations cost
+        more than their work on 4 rows). Without a table, batch by batch (a
+        pass gathers its candidates' rows: memory grows with the batch)."""
+        batches = [[int(q) for q in b] for b in batches]
+        ids = [q for b in batches for q in b]
+        if len(set(ids)) < len(ids) or not cache.table_covers(ids):
+            return [self.mine(cache, b, rng) for b in batches]
+        per_query, out, s = self._mine(cache, ids, rng), [], 0
+        for b in batches:
+            out.append(_result(per_query[s:s + len(b)]))
+            s += len(b)
+        return out
+
+    def _mine(self, cache: DescriptorCache, query_ids: list[int], rng: np.random.Generator) \
+            -> list[tuple[int, MinedTuple | None]]:
+        """(query, its tuple or None if skipped) for each of ``query_ids``, in order."""
         t = self.tuples
         candidates = []
         for q in query_ids:  # sampling is per query; the ranking below is batched
@@ -132,17 +153,26 @@ class HardNegativeMiner:
         _, cached_cols = k_smallest(d2_neg, self.num_cached)
         hard_d2, hard_cols = k_smallest(d2_neg.masked_fill(~eligible, float("inf")), self.num_hard)
 
-        result = MiningResult(tuples=[], skipped=[], num_violating=0)
+        out = []
         neg_idx, pos_idx = neg_idx.numpy(), pos_idx.numpy()
         for b, q in enumerate(query_ids):
             n_cand = len(candidates[b])
             self.neg_cache[q] = neg_idx[b, cached_cols[b, :min(self.num_cached, n_cand)]]  # fancy indexing copies
             hard = neg_idx[b, hard_cols[b][hard_d2[b] < np.inf]]
             if len(hard) == 0:
-                result.skipped.append(q)
+                out.append((q, None))
                 continue
             n_pos = min(self.num_positives, len(t.potential_positives[q]))
-            positives = pos_idx[b, pos_cols[b, :n_pos]]
-            result.tuples.append(MinedTuple(q, positives, hard))
-            result.num_violating += len(hard)
-        return result
+            out.append((q, MinedTuple(q, pos_idx[b, pos_cols[b, :n_pos]], hard)))
+        return out
+
+
+def _result(per_query: list[tuple[int, MinedTuple | None]]) -> MiningResult:
+    result = MiningResult(tuples=[], skipped=[], num_violating=0)
+    for q, tup in per_query:
+        if tup is None:
+            result.skipped.append(q)
+        else:
+            result.tuples.append(tup)
+            result.num_violating += len(tup.negatives)
+    return result
