@@ -148,12 +148,19 @@ def nearest_neighbours(query_desc, db_desc, k: int, batch_size: int = 4096):
 def squared_norms(x: torch.Tensor, chunk_elems: int = 1 << 18) -> torch.Tensor:
     """``[n]`` squared L2 norms of the rows of ``x`` [n, D], in row chunks of at
     most ``chunk_elems`` values: x*x is materialised per chunk only (1 MiB),
-    never for the whole database. Small chunks are also faster: a 64 MiB
-    temporary is a fresh allocation (page faults) each time, 4-5x slower over
-    a 10k x 4096 database (``benchmarks``); results are bit-identical (each
-    row is reduced on its own)."""
+    never for the whole database. Why small chunks, written into one output:
+    a 64 MiB temporary is a fresh allocation (page faults) each time, 4-5x
+    slower over a 10k x 4096 database; and keeping each chunk's own sum
+    tensor instead kept memory as large as ``x`` alive (1.25 GiB at 10k x
+    32768-D; ``benchmarks``). Each row is reduced on its own, so chunking
+    does not change the result, except that with several threads a chunk of
+    fewer rows than threads may have a row split between threads (other
+    rounding; at 2 threads and D <= 131072 every chunk has >= 2 rows)."""
     rows = max(1, chunk_elems // max(1, x.shape[1]))
-    return torch.cat([x[s:s + rows].pow(2).sum(1) for s in range(0, x.shape[0], rows)])
+    out = x.new_empty(x.shape[0])
+    for s in range(0, x.shape[0], rows):
+        torch.sum(x[s:s + rows].pow(2), 1, out=out[s:s + rows])
+    return out
 
 
 def k_smallest(d2: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:

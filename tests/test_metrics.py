@@ -119,6 +119,22 @@ def test_k_smallest_is_the_head_of_a_stable_sort(seed):
             assert np.array_equal(vals[r], d2[r, cols[r]])
 
 
+@pytest.mark.parametrize("n, dim", [(37, 5), (300, 1000), (9, 70000)])
+def test_squared_norms_in_chunks_equal_the_one_shot_sum(n, dim):
+    x = torch.from_numpy(np.random.default_rng(n).standard_normal((n, dim), dtype=np.float32))
+    ref = (x.double() ** 2).sum(1).numpy()
+    for chunk_elems in (1, 4096, 1 << 18, 1 << 30):
+        np.testing.assert_allclose(metrics.squared_norms(x, chunk_elems).numpy(), ref, rtol=1e-5)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: each row is summed in one fixed order, however it is chunked
+    try:
+        whole = x.pow(2).sum(1)
+        for chunk_elems in (1, 4096, 1 << 18, 1 << 30):
+            assert torch.equal(metrics.squared_norms(x, chunk_elems), whole)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_queries_without_positive_stay_in_denominator():
     db = np.eye(4, dtype=np.float32)
     q = np.eye(4, dtype=np.float32)[:4]
