@@ -1,8 +1,9 @@
 """Scaling of evaluation and mining with the database size, and estimates
 for Pitts250k-test and Tokyo 24/7.
 
-Measured (CPU): recall@N of 1000 queries (faiss, exact) and mining cost per
-1000 queries (table and gather miners, see bench_mining) on synthetic
+Measured (CPU): recall@N of 1000 queries (``repro.metrics.recall_at_n``,
+exact) and mining cost per 1000 queries (table and gather miners, see
+bench_mining; here the table covers the 200 mined queries) on synthetic
 4096-D descriptors (the paper's whitened dimension for Pitts250k and Tokyo
 24/7; 100k x 32768-D float32 would need 12.5 GiB) as the database grows
 from 1k to 100k. Slope: least-squares line seconds = a + b * M, b given per
