@@ -41,25 +41,12 @@ from repro.evaluate import check_split_images, evaluate_split
 from repro.experiments import check_params
 from repro.model import build_model, save_model
 from repro.train import train
-from train_fakes import make_fake_street, single_thread, tiny_config
+from train_fakes import comparable, make_fake_street, single_thread, tiny_config
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*randomly initialised")
+pytestmark = [pytest.mark.filterwarnings("ignore:.*randomly initialised"), pytest.mark.usefixtures("one_thread")]
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = single_thread()
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def street(tmp_path_factory):
-    """12 queries, 40 database images, all three splits the same street."""
-    return make_fake_street(tmp_path_factory.mktemp("street"))
 
 
 @pytest.fixture
@@ -643,17 +630,6 @@ def reference_run(street, tmp_path_factory):
     result = train(tiny_config(street, out, epochs=2))
     torch.set_num_threads(before)
     return result
-
-
-def comparable(history):
-    """Per-epoch metrics without wall times."""
-    out = []
-    for h in history:
-        h = {k: v for k, v in h.items() if k != "seconds"}
-        if "val" in h:
-            h["val"] = {k: v for k, v in h["val"].items() if k != "seconds"}
-        out.append(h)
-    return out
 
 
 class FullDisk:

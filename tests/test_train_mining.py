@@ -14,16 +14,11 @@ from repro.train.loop import TupleImages, train_epoch
 from repro.train.mining import HardNegativeMiner
 from repro.train.trainer import _optimizer
 from repro.train.tuples import TrainingTuples, build_tuples
-from train_fakes import make_fake_street, single_thread, tiny_config
+from train_fakes import tiny_config
 
 MARGIN = 0.5
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = single_thread()
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def hand_built(seed=0):
@@ -165,11 +160,6 @@ def test_cache_storage_rules_and_float16_distances(tmp_path):
     np.testing.assert_array_equal(d2["float16", True], d2["float16", False])
     padded = small.squared_distances(small.query_rows([0]), torch.tensor([[5, -1]]))
     assert torch.isinf(padded[0, 1]) and torch.isfinite(padded[0, 0])
-
-
-@pytest.fixture(scope="module")
-def street(tmp_path_factory):
-    return make_fake_street(tmp_path_factory.mktemp("street"))
 
 
 def tiny_model():

@@ -22,23 +22,11 @@ from repro.train.loop import TupleImages, train_epoch
 from repro.train.mining import HardNegativeMiner
 from repro.train.trainer import _optimizer
 from repro.train.tuples import build_tuples
-from train_fakes import make_fake_street, single_thread, tiny_config
+from train_fakes import comparable, make_fake_street, single_thread, tiny_config
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*randomly initialised")
+pytestmark = [pytest.mark.filterwarnings("ignore:.*randomly initialised"), pytest.mark.usefixtures("one_thread")]
 
 TESTS = Path(__file__).resolve().parent
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = single_thread()
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def street(tmp_path_factory):
-    return make_fake_street(tmp_path_factory.mktemp("street"))
 
 
 def fixed_tuple_loss(model, split, tuples, image_size, margin=0.1) -> float:
@@ -80,17 +68,6 @@ def test_loss_decreases_on_a_tiny_set(street):
 
 class Interrupt(Exception):
     pass
-
-
-def comparable(history):
-    """Per-epoch metrics without wall times."""
-    out = []
-    for h in history:
-        h = {k: v for k, v in h.items() if k != "seconds"}
-        if "val" in h:
-            h["val"] = {k: v for k, v in h["val"].items() if k != "seconds"}
-        out.append(h)
-    return out
 
 
 def same_state(a: dict, b: dict) -> bool:

@@ -71,3 +71,14 @@ def single_thread():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     return before
+
+
+def comparable(history):
+    """Per-epoch metrics without wall times."""
+    out = []
+    for h in history:
+        h = {k: v for k, v in h.items() if k != "seconds"}
+        if "val" in h:
+            h["val"] = {k: v for k, v in h["val"].items() if k != "seconds"}
+        out.append(h)
+    return out
