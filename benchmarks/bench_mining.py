@@ -158,16 +158,13 @@ def check_same(tuples, cache, query_ids, interval=None) -> None:
     """Every implementation mines the naive one's tuples for ``query_ids``; with
     ``interval`` (whose prefix is ``query_ids``), so does a table over all of it."""
     ref = mine_all("naive", tuples, cache, query_ids)
-    for impl in ("table", "gather", "naive_sklearn", "table_interval"):
-        if impl == "table_interval":
-            if interval is None:
-                continue
-            first = set(query_ids.tolist())
-            got = [t for t in mine_all("table", tuples, cache, interval) if t.query in first]
-        else:
-            got = mine_all(impl, tuples, cache, query_ids)
-        assert len(got) == len(ref), f"mining: {impl} kept {len(got)} tuples, naive {len(ref)}"
-        for a, b in zip(got, ref):
+    got = {impl: mine_all(impl, tuples, cache, query_ids) for impl in ("table", "gather", "naive_sklearn")}
+    if interval is not None:
+        first = set(query_ids.tolist())
+        got["table over the interval"] = [t for t in mine_all("table", tuples, cache, interval) if t.query in first]
+    for impl, tuples_ in got.items():
+        assert len(tuples_) == len(ref), f"mining: {impl} kept {len(tuples_)} tuples, naive {len(ref)}"
+        for a, b in zip(tuples_, ref):
             assert a.query == b.query and np.array_equal(a.positives, b.positives) \
                 and np.array_equal(a.negatives, b.negatives), f"mining: {impl} differs from naive at query {a.query}"
 

@@ -21,13 +21,14 @@ For each query of a batch, with the *cached* descriptors (:mod:`.cache`):
 Ties in distance are broken by the lower database index (the candidates are
 index-sorted and selected in (distance, column) order, as by a stable sort).
 Mining is vectorised and runs in the main process, so it always sees the
-latest cache. Distances come from a query x database
-table computed by one matrix product after each refresh
-(:meth:`DescriptorCache.build_table`) for the queries announced by
-:meth:`HardNegativeMiner.plan` (the training loop announces those mined
-before the next refresh); without a table (none planned, or it would exceed
-``table_mib``), by gathering each batch's candidate rows (one gather +
-matrix product per batch). Never a nearest-neighbour index per query.
+latest cache. Distances come from a query x database table computed by one
+matrix product after each refresh (:meth:`DescriptorCache.build_table`) for
+the queries announced by :meth:`HardNegativeMiner.plan`; the training loop
+announces those mined before the next refresh and mines all their batches in
+one pass (:meth:`HardNegativeMiner.mine_batches`). Without a table (none
+planned, or it would exceed ``table_mib``), by gathering each batch's
+candidate rows (one gather + matrix product per batch). Never a
+nearest-neighbour index per query.
 
 Differences from the authors: they rank only the 100 closest candidates
 (``nNegCap * 10``) before the violation test, which changes nothing when at
