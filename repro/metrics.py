@@ -149,10 +149,9 @@ def squared_norms(x: torch.Tensor, chunk_elems: int = 1 << 18) -> torch.Tensor:
     """``[n]`` squared L2 norms of the rows of ``x`` [n, D], in row chunks of at
     most ``chunk_elems`` values: x*x is materialised per chunk only (1 MiB),
     never for the whole database. Why small chunks, written into one output:
-    a 64 MiB temporary is a fresh allocation (page faults) each time, 4-5x
-    slower over a 10k x 4096 database; and keeping each chunk's own sum
-    tensor instead kept memory as large as ``x`` alive (1.25 GiB at 10k x
-    32768-D; ``benchmarks``). Each row is reduced on its own, so chunking
+    a 64 MiB temporary is a fresh allocation (page faults) each time, which
+    is slow; and keeping each chunk's own sum tensor instead kept memory as
+    large as ``x`` alive (seen in ``make bench``'s evaluation peak). Each row is reduced on its own, so chunking
     does not change the result, except that with several threads a chunk of
     fewer rows than threads may have a row split between threads (other
     rounding; at 2 threads and D <= 131072 every chunk has >= 2 rows)."""
