@@ -110,10 +110,7 @@ class DescriptorCache:
         table = torch.empty(len(ids), self.db.shape[0])
         q_sq = q.pow(2).sum(1, keepdim=True)
         for s in range(0, self.db.shape[0], chunk):
-            rows = torch.from_numpy(np.asarray(self.db[s:s + chunk], dtype=np.float32))
-            # |q|^2 + |x|^2 - 2 q.x, written into the table slice without a [n, chunk] temporary per term
-            torch.addmm(q_sq + squared_norms(rows)[None], q, rows.T, beta=1.0, alpha=-2.0,
-                        out=table[:, s:s + chunk])
+            _fill_squared_distances(q, q_sq, np.asarray(self.db[s:s + chunk], dtype=np.float32), table[:, s:s + chunk])
         table.clamp_(min=0)
         row_of = np.full(self.q.shape[0], -1, np.int64)
         row_of[ids] = np.arange(len(ids))
@@ -156,9 +153,14 @@ class DescriptorCache:
         q_sq = q.pow(2).sum(1, keepdim=True)
         uniq_np = uniq.numpy()
         for s in range(0, len(uniq), chunk):
-            rows = torch.from_numpy(np.asarray(self.db[uniq_np[s:s + chunk]], dtype=np.float32))
-            # |x|^2 (in sub-chunks: no squared copy of all the rows), one product
-            torch.addmm(q_sq + squared_norms(rows)[None], q, rows.T, beta=1.0, alpha=-2.0,
-                        out=out[:, s:s + chunk])
+            _fill_squared_distances(q, q_sq, np.asarray(self.db[uniq_np[s:s + chunk]], dtype=np.float32),
+                               out[:, s:s + chunk])
         d2 = out.gather(1, inv.view_as(db_idx)).clamp_(min=0)
         return torch.where(valid, d2, torch.full_like(d2, float("inf")))
+
+
+def _fill_squared_distances(q: torch.Tensor, q_sq: torch.Tensor, rows: np.ndarray, out: torch.Tensor) -> None:
+    """``out[b, j] = |q[b]|^2 + |rows[j]|^2 - 2 q[b].rows[j]`` (float32) by one
+    product written straight into ``out`` (no [B, chunk] temporary per term)."""
+    rows = torch.from_numpy(rows)
+    torch.addmm(q_sq + squared_norms(rows)[None], q, rows.T, beta=1.0, alpha=-2.0, out=out)
