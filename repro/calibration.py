@@ -31,6 +31,7 @@ from repro.data.synthetic import default_city_root, load_query_conditions, make_
 from repro.evaluate import evaluate_split, init_netvlad_from_images
 from repro.metrics import recall_at_n, recall_by_group
 from repro.model import build_model
+from repro.model.init import FAISS_DEFAULT_KMEANS
 from repro.report import atomic_write_text, git_commit
 
 NS = (1, 5, 10, 20)
@@ -78,7 +79,8 @@ def calibrate_city(preset: str = "default", city_seed: int = 0, split: str = "te
             warnings.simplefilter("ignore")  # random weights are the point (no ImageNet offline)
             model = build_model(backbone, pooling, weights=None)
         if pooling == "netvlad":
-            init_netvlad_from_images(model, train.db_paths, num_images=500, device=device, seed=seed)
+            init_netvlad_from_images(model, train.db_paths, num_images=500, device=device, seed=seed,
+                                     **FAISS_DEFAULT_KMEANS)
         result = evaluate_split(model, test, ns=NS, device=device)
         rows += _rows(f"random {backbone} + {pooling}", backbone, pooling, result["dim"], result["ranks"],
                       result["recall"], conditions, seed)

@@ -6,7 +6,6 @@ exit with status 2; nothing else is caught, so bugs keep their traceback.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from repro.errors import ConfigError, report_errors
@@ -26,7 +25,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-clusters", type=int, default=64, help="NetVLAD K (paper: 64)")
     p.add_argument("--alpha", type=float, default=None,
                    help="NetVLAD alpha; default: the paper's rule (ratio 100) from k-means on the database images")
-    p.add_argument("--assignment", default="paper", choices=("paper", "fixed_bias"))
+    p.add_argument("--assignment", default="fixed_bias", choices=("paper", "fixed_bias"),
+                   help="NetVLAD soft-assignment: fixed_bias (the authors' layerVLAD, used in all their "
+                        "experiments; default) or paper (the paper's derivation, layerVLADv2)")
     p.add_argument("--fmax-size", type=int, nargs=2, default=(1, 1), metavar=("H", "W"),
                    help="f_max output grid (1 1 = the paper's f_max)")
     p.add_argument("--whiten-dim", type=int, default=None, help="PCA-whiten to this many dims (paper: 4096)")
@@ -45,7 +46,16 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--init-images", type=int, default=500, help="images sampled for the NetVLAD k-means")
+    p.add_argument("--init-from", default=None, metavar="DATASET:ROOT[:SPLIT]",
+                   help="fit NetVLAD's centroids and alpha, and any whitening, on this dataset's database images "
+                        "(split default: train), e.g. tokyoTM:/data/tokyoTM for Tokyo 24/7. Default: the "
+                        "evaluated dataset's training split; a dataset without one falls back, with a warning, to "
+                        "the evaluated database itself (transductive)")
+    p.add_argument("--init-images", type=int, default=500, help="images sampled for the NetVLAD k-means (authors: 500)")
+    p.add_argument("--init-descriptors", type=int, default=50_000, help="descriptors for k-means (authors: 50000)")
+    p.add_argument("--kmeans-iterations", type=int, default=100, help="k-means iterations (authors: 100)")
+    p.add_argument("--whiten-fit-images", type=int, default=10_000,
+                   help="training database images PCA whitening is fitted on (authors: 10000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check-images", choices=("exists", "decode"), default="exists",
                    help="before starting: only check every image exists (fast), or fully decode each")
@@ -56,44 +66,71 @@ def _add_evaluate(sub) -> None:
 def cmd_evaluate(args) -> int:
     import torch
 
-    from repro.data.datasets import load_split
-    from repro.evaluate import check_split_images, evaluate_split, init_netvlad_from_images, resolve_device
+    from repro.data.datasets import load_split, parse_dataset_spec
+    from repro.evaluate import (check_split_images, check_whitening_fit, evaluate_split, fit_split, fit_whitening,
+                                init_netvlad_from_images, resolve_device, whitening_images)
     from repro.model import build_model, load_model
-    from repro.model.place_model import check_model_options
+    from repro.model.place_model import check_model_options, pooled_dim
     from repro.report import print_recall_table, write_json
 
     # Options first (cheap), then the data, then the model: every user error before any long work.
     if not args.checkpoint:
         check_model_options(args.backbone, args.pooling, args.alpha, tuple(args.fmax_size))
-    for name in ("whiten_dim", "batch_size", "init_images"):
+    for name in ("whiten_dim", "batch_size", "init_images", "init_descriptors", "kmeans_iterations",
+                 "whiten_fit_images"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.image_size is not None and min(args.image_size) < 1:
         raise ConfigError(f"--image-size must be two positive integers H W, got {args.image_size}")
+    if args.init_from:
+        parse_dataset_spec(args.init_from, default_split="train", what="--init-from")
     if args.json:
         _check_writable(Path(args.json))
     device = resolve_device(args.device)
     split = load_split(args.dataset, args.data_root, args.split)  # fails fast on a bad root or .mat
-    init = None
     model = load_model(args.checkpoint) if args.checkpoint else None  # its backbone decides the image checks
+    backbone = model.config["backbone"] if model else args.backbone
     # images (headers, truncation, size) and the ground truth (a single place, no positives) before the model
-    check_split_images(split, model.config["backbone"] if model else args.backbone, args.image_size,
-                       decode=args.check_images == "decode")
+    check_split_images(split, backbone, args.image_size, decode=args.check_images == "decode")
+    init_netvlad = model is None and args.pooling == "netvlad"
+    whiten = args.whiten_dim is not None and (model is None or model.whitening is None)
+    if whiten:
+        dim = model.pooled_dim if model else pooled_dim(args.backbone, args.pooling, args.num_clusters,
+                                                        tuple(args.fmax_size))
+        if args.whiten_dim > dim:
+            raise ConfigError(f"--whiten-dim {args.whiten_dim} exceeds the descriptor's {dim} dimensions")
+    source, init = (fit_split(args.dataset, args.data_root, split, args.init_from) if init_netvlad or whiten
+                    else (None, {"from_checkpoint": args.checkpoint}))  # nothing fitted here: all from the checkpoint
+    if source is not None:
+        if source is not split:
+            check_split_images(source, backbone, args.image_size)
+        if whiten:
+            check_whitening_fit(args.whiten_dim, min(source.num_db, args.whiten_fit_images), source.name)
     if model is None:
         torch.manual_seed(args.seed)
         model = build_model(args.backbone, args.pooling, weights=args.weights,
                             num_clusters=args.num_clusters, alpha=100.0 if args.alpha is None else args.alpha,
-                            assignment=args.assignment, fmax_output_size=tuple(args.fmax_size),
-                            whiten_dim=args.whiten_dim)
-    if not args.checkpoint and args.pooling == "netvlad":
-        init = init_netvlad_from_images(model, split.db_paths, args.image_size, num_images=args.init_images,
-                                        alpha=args.alpha, device=device, seed=args.seed)
-        print(f"NetVLAD initialised from {init['num_descriptors']} descriptors: "
-              f"alpha={init['alpha']:.4g} (rule: {init['alpha_rule']:.4g})")
+                            assignment=args.assignment, fmax_output_size=tuple(args.fmax_size))
+    if init_netvlad:
+        init["netvlad"] = init_netvlad_from_images(
+            model, source.db_paths, args.image_size, num_images=args.init_images,
+            num_descriptors=args.init_descriptors, alpha=args.alpha, device=device, seed=args.seed,
+            kmeans_iterations=args.kmeans_iterations)
+        print(f"NetVLAD initialised from {init['netvlad']['num_descriptors']} descriptors of {source.name} "
+              f"database images: alpha={init['netvlad']['alpha']:.4g} (rule: {init['netvlad']['alpha_rule']:.4g})")
+    if whiten:
+        model = fit_whitening(model, source.db_paths, args.whiten_dim, args.image_size, args.batch_size, device,
+                              args.workers, args.whiten_fit_images, args.seed)
+        init["whitening"] = {"dim": args.whiten_dim,
+                             "num_images": len(whitening_images(source.db_paths, args.whiten_fit_images, args.seed))}
     result = evaluate_split(model, split, args.image_size, ns=args.ns, batch_size=args.batch_size,
                             device=device, num_workers=args.workers)
     print_recall_table(split.name, model.config, result)
+    if source is not None:
+        fitted = " and ".join(k for k, v in (("centroids, alpha", init_netvlad), ("whitening", whiten)) if v)
+        print(f"  {fitted} fitted on: {init['dataset']} {init['split']} database ({init['num_images']} images)"
+              + (" -- the evaluated database itself (transductive)" if init["transductive"] else ""))
     if args.json:
         write_json(args.json, {
             "dataset": args.dataset, "split": args.split, "name": split.name, "config": model.config,
@@ -107,20 +144,13 @@ def cmd_evaluate(args) -> int:
 
 
 def _add_make_city(sub) -> None:
-    p = sub.add_parser("make-city", help="generate the synthetic geo-tagged city (the embedded benchmark)")
-    p.add_argument("root", nargs="?", default=None, help="output folder (default: cache/synthetic/PRESET_seedSEED)")
-    p.add_argument("--preset", default="default", choices=("tiny", "default", "large"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="regenerate even if a matching city exists")
-    p.set_defaults(func=cmd_make_city)
+    """``make-city``: the same options as ``python -m repro.data.synthetic`` (one parser, in that package)."""
+    from repro.data.synthetic.cli import build_parser, run
 
-
-def cmd_make_city(args) -> int:
-    from repro.data.synthetic import default_city_root, make_synthetic_city
-
-    root = args.root or default_city_root(args.preset, args.seed)
-    print(make_synthetic_city(root, preset=args.preset, seed=args.seed, force=args.force))
-    return 0
+    p = sub.add_parser("make-city", help="generate the synthetic geo-tagged city (the embedded benchmark), in the "
+                                         "project's layout or, with --layout, in Pittsburgh's / Tokyo's")
+    build_parser(p)
+    p.set_defaults(func=run)
 
 
 def _add_calibrate(sub) -> None:

@@ -6,6 +6,7 @@ validation during training and the notebooks.
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -78,10 +79,46 @@ def extract_descriptors(model: PlaceModel, paths, image_size=None, batch_size: i
 
 
 
+def fit_split(dataset: str, data_root, evaluated: PlaceSplit, init_from: str | None = None) -> tuple[PlaceSplit, dict]:
+    """The split whose database images NetVLAD's centroids and alpha and the
+    PCA whitening are fitted on, when evaluating ``evaluated`` off the shelf.
+
+    As the authors (addLayers/getClusters and addPCA on ``dbTrain``): the
+    same dataset's training split; with ``init_from`` ("DATASET:ROOT[:SPLIT]",
+    split default "train") another dataset's, e.g. Tokyo Time Machine's for
+    Tokyo 24/7. A dataset without a training split (Tokyo 24/7, a VPR-Bench
+    folder) and no ``init_from`` falls back to the evaluated database itself,
+    with a warning: a transductive fit, which leaks the test database into
+    the model, labelled ``"transductive": True``.
+
+    Returns (split, ``{"dataset", "split", "data_root", "num_images",
+    "transductive"}``).
+    """
+    from repro.data.datasets import DATASETS, load_split, parse_dataset_spec
+
+    if init_from:
+        ds, root, sp = parse_dataset_spec(init_from, default_split="train", what="--init-from")
+        source = load_split(ds, root, sp)
+    elif "train" in DATASETS[dataset].splits:
+        ds, root, sp = dataset, data_root, "train"
+        source = evaluated if evaluated.meta.get("split") == "train" else load_split(dataset, data_root, "train")
+    else:
+        ds, root, sp, source = dataset, data_root, evaluated.meta.get("split", "test"), evaluated
+        warnings.warn(f"{dataset} has no training split: NetVLAD's centroids and alpha (and any whitening) are "
+                      f"fitted on the evaluated database itself ({evaluated.name}), a transductive setting that "
+                      "the paper does not use. Pass --init-from DATASET:ROOT (e.g. tokyoTM:/data/tokyoTM for "
+                      "Tokyo 24/7) to fit on another dataset's training images.", stacklevel=2)
+    transductive = [str(p) for p in source.db_paths] == [str(p) for p in evaluated.db_paths]
+    return source, {"dataset": ds, "split": sp, "data_root": str(root), "num_images": source.num_db,
+                    "transductive": transductive}
+
+
 def init_netvlad_from_images(model: PlaceModel, paths, image_size=None, num_images: int = 500,
                              num_descriptors: int = 50_000, alpha: float | None = None, ratio: float = 100.0,
-                             device="cpu", seed: int = 0) -> dict:
-    """The paper's NetVLAD initialisation (k-means + alpha rule) from images.
+                             device="cpu", seed: int = 0, kmeans_iterations: int = 100,
+                             kmeans_points_per_centroid: int | None = None) -> dict:
+    """The paper's NetVLAD initialisation (k-means + alpha rule) from images
+    (the training database's, as the authors' addLayers does).
 
     Returns the dict of :func:`repro.model.init_netvlad`.
     """
@@ -94,43 +131,62 @@ def init_netvlad_from_images(model: PlaceModel, paths, image_size=None, num_imag
     descs = sample_local_descriptors(model.base, image_dataset(paths, image_size), num_images=num_images,
                                      num_descriptors=num_descriptors, normalize=model.pool.normalize_input,
                                      device=device, seed=seed)
-    info = init_netvlad(model.pool, descs, alpha=alpha, ratio=ratio, seed=seed)
+    info = init_netvlad(model.pool, descs, alpha=alpha, ratio=ratio, seed=seed, kmeans_iterations=kmeans_iterations,
+                        kmeans_points_per_centroid=kmeans_points_per_centroid)
     model.config["alpha"] = info["alpha"]  # so records and checkpoints show the alpha in use
     return info
 
 
 def evaluate_split(model: PlaceModel, split: PlaceSplit, image_size=None, ns=(1, 5, 10, 20),
-                   batch_size: int = 32, device="cpu", num_workers: int = 0, whiten_dims=None) -> dict:
+                   batch_size: int = 32, device="cpu", num_workers: int = 0, whiten_dims=None,
+                   pooled: tuple[np.ndarray, np.ndarray] | None = None, keep_pooled: bool = False) -> dict:
     """Recall@N of ``model`` on ``split``.
 
-    If the model has a PCA whitening that is not fitted yet, it is fitted on
-    this split's database descriptors (the paper fits on the training
-    database; pass a fitted model for that). ``whiten_dims`` (e.g. [256,
-    128]) also reports recall of the whitened descriptor cropped to each.
+    A model with PCA whitening must have it fitted already, on training
+    images (:func:`fit_whitening`; the authors' addPCA uses the training
+    database): fitting it on the evaluated database would leak the test set
+    into the model. ``whiten_dims`` (e.g. [256, 128]) also reports recall of
+    the whitened descriptor cropped to each. ``pooled``: the split's
+    descriptors before whitening (database, queries), already extracted with
+    this model's base and pooling (e.g. by an unwhitened evaluation with
+    ``keep_pooled``), so that evaluating the whitened model extracts nothing.
+    With capture times (Tokyo Time Machine) a query's own time is left out
+    of its ranking.
 
     Returns ``{"recall": {N: pct}, "num_queries", "num_without_positive",
     "dim", "seconds", "cropped": {dim: {N: pct}}, "ranks": [Q] first correct
-    rank per query (-1: none within max(ns)), for per-condition recall}``.
+    rank per query (-1: none within max(ns)), for per-condition recall}``,
+    plus ``"pooled": (db, q)`` with ``keep_pooled``.
     """
     check_evaluable(split)  # before extraction
+    if model.whitening is not None and not bool(model.whitening.fitted):
+        raise ConfigError("the model's PCA whitening is not fitted: fit it on training database images first "
+                          "(repro.evaluate.fit_whitening), never on the evaluated split")
     start = time.perf_counter()
-    db = extract_descriptors(model, split.db_paths, image_size, batch_size, device, num_workers,
-                             whiten=False, desc=f"{split.name} database")
-    q = extract_descriptors(model, split.q_paths, image_size, batch_size, device, num_workers,
-                            whiten=False, desc=f"{split.name} queries")
+    if pooled is None:
+        db = extract_descriptors(model, split.db_paths, image_size, batch_size, device, num_workers,
+                                 whiten=False, desc=f"{split.name} database")
+        q = extract_descriptors(model, split.q_paths, image_size, batch_size, device, num_workers,
+                                whiten=False, desc=f"{split.name} queries")
+    else:
+        db, q = pooled
+        if db.shape != (split.num_db, model.pooled_dim) or q.shape != (split.num_q, model.pooled_dim):
+            raise ConfigError(f"pooled descriptors {list(db.shape)}, {list(q.shape)} do not fit {split.name} "
+                              f"({split.num_db} database images, {split.num_q} queries, {model.pooled_dim}-D)")
+    kept = (db, q)
     if model.whitening is not None:
-        if not bool(model.whitening.fitted):
-            model.whitening.fit(db)
         db, q = (model.whitening(torch.from_numpy(x).to(model.whitening.projection.device)).cpu().numpy()
                  for x in (db, q))
-    details = recall_at_n(q, db, split.positives, ns=ns, panorama_ids=split.panorama_ids, return_details=True)
+    details = recall_at_n(q, db, split.positives, ns=ns, panorama_ids=split.panorama_ids, return_details=True,
+                          **split.search_times())
     cropped = {}
     for dim in whiten_dims or []:
         if model.whitening is None:
             raise ConfigError("whiten_dims needs a model with PCA whitening (whiten_dim=...)")
         crop = [crop_descriptors(torch.from_numpy(x), dim).numpy() for x in (db, q)]
-        cropped[int(dim)] = recall_at_n(crop[1], crop[0], split.positives, ns=ns, panorama_ids=split.panorama_ids)
-    return {
+        cropped[int(dim)] = recall_at_n(crop[1], crop[0], split.positives, ns=ns, panorama_ids=split.panorama_ids,
+                                        **split.search_times())
+    out = {
         "recall": details.recall,
         "num_queries": details.num_queries,
         "num_without_positive": details.num_without_positive,
@@ -139,3 +195,46 @@ def evaluate_split(model: PlaceModel, split: PlaceSplit, image_size=None, ns=(1,
         "cropped": cropped,
         "ranks": details.ranks,
     }
+    if keep_pooled:
+        out["pooled"] = kept
+    return out
+
+
+def whitening_images(paths, max_images: int = 10_000, seed: int = 0) -> list:
+    """The training database images PCA whitening is fitted on: all of
+    ``paths``, or ``max_images`` of them at random (the authors' addPCA:
+    ``nTrainCap`` = 10k random training database images)."""
+    paths = list(paths)
+    if len(paths) > max_images:
+        idx = np.sort(np.random.default_rng(seed).choice(len(paths), max_images, replace=False))
+        paths = [paths[i] for i in idx]
+    return paths
+
+
+def check_whitening_fit(whiten_dim: int | None, num_images: int, what: str) -> None:
+    """ConfigError unless ``num_images`` descriptors can fit a PCA to
+    ``whiten_dim`` (it needs more descriptors than dimensions; the authors'
+    addPCA asserts the same). Cheap: call it before any long work."""
+    if whiten_dim is not None and num_images <= whiten_dim:
+        raise ConfigError(f"PCA whitening to {whiten_dim}-D needs more than {whiten_dim} images to fit on; "
+                          f"{what} has {num_images}. Lower the whitening dimension (below {num_images}) "
+                          "or fit on a larger training database")
+
+
+def fit_whitening(model: PlaceModel, paths, whiten_dim: int, image_size=None, batch_size: int = 32, device="cpu",
+                  num_workers: int = 0, max_images: int = 10_000, seed: int = 0) -> PlaceModel:
+    """A copy of ``model`` with PCA whitening to ``whiten_dim`` fitted on the
+    pooled descriptors of (at most ``max_images`` random) ``paths``: the
+    training database's, as the authors do. ``model`` itself is unchanged."""
+    import copy
+
+    from repro.model import PCAWhitening
+
+    paths = whitening_images(paths, max_images, seed)
+    check_whitening_fit(whiten_dim, len(paths), "the whitening's training images")
+    desc = extract_descriptors(model, paths, image_size, batch_size, device, num_workers, whiten=False,
+                               desc="whitening: training database")
+    out = copy.deepcopy(model)
+    out.whitening = PCAWhitening(model.pooled_dim, whiten_dim).to(resolve_device(device)).fit(desc)
+    out.config = {**model.config, "whiten_dim": int(whiten_dim)}
+    return out

@@ -34,14 +34,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from repro.data.images import collate_images
 from repro.errors import ConfigError
 from repro.evaluate import image_dataset, resolve_device
 from repro.metrics import recall_at_n, recall_by_group
-from repro.model import FMaxPool, NetVLAD, alpha_from_ratio, build_model, fit_centroids, sample_local_descriptors
+from repro.model import FMaxPool, NetVLAD, build_model
 
 CACHE_VERSION = 1
 
@@ -190,33 +190,6 @@ def conv_maps(spec: BaseSpec, paths, image_size=None, cache_dir=None, device="cp
 # pooling cached maps
 
 
-class _MapDataset(Dataset):
-    def __init__(self, maps):
-        self.maps = maps
-
-    def __len__(self):
-        return len(self.maps)
-
-    def __getitem__(self, i):
-        return torch.from_numpy(np.array(self.maps[i], dtype=np.float32)), i
-
-
-def init_centroids(train_maps, num_clusters: int, num_images: int = 500, num_descriptors: int = 50_000,
-                   normalize: bool = True, seed: int = 0, ratio: float = 100.0,
-                   assignment: str = "paper") -> dict:
-    """The paper's NetVLAD initialisation from cached maps of training images:
-    the same sampling as :func:`repro.model.sample_local_descriptors` (it runs
-    on the cached maps through an identity base), faiss k-means, alpha rule.
-
-    Returns ``{"centroids" [K, D], "alpha_rule", "num_descriptors"}``.
-    """
-    descs = sample_local_descriptors(torch.nn.Identity(), _MapDataset(train_maps), num_images=num_images,
-                                     num_descriptors=num_descriptors, normalize=normalize, seed=seed)
-    centroids = fit_centroids(descs, num_clusters, seed=seed)
-    rule = alpha_from_ratio(descs, centroids, ratio=ratio, assignment=assignment)
-    return {"centroids": centroids, "alpha_rule": float(rule), "num_descriptors": int(len(descs))}
-
-
 @torch.no_grad()
 def pool_maps(maps, pool: torch.nn.Module, batch_size: int = 256) -> np.ndarray:
     """``[N, dim]`` descriptors of cached maps through a pooling layer."""
@@ -271,7 +244,8 @@ def evaluate_descriptors(db: np.ndarray, q: np.ndarray, split, ns=(1, 5, 10, 20)
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # queries without positives are reported by the caller
-        det = recall_at_n(q, db, split.positives, ns=ns, panorama_ids=split.panorama_ids, return_details=True)
+        det = recall_at_n(q, db, split.positives, ns=ns, panorama_ids=split.panorama_ids, return_details=True,
+                          **split.search_times())
     return {"recall": det.recall, "dim": int(db.shape[1]), "num_queries": det.num_queries,
             "by_group": recall_by_group(det.ranks, groups, ns) if groups is not None else None}
 

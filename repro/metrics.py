@@ -100,7 +100,20 @@ def _check_positives(positives, num_queries: int, num_db: int | None) -> list[np
     return out
 
 
-def nearest_neighbours(query_desc, db_desc, k: int, batch_size: int = 4096):
+def _check_times(query_times, db_times, num_q: int, num_db: int):
+    """(query_times [Q], db_times [M]) as numpy arrays, or (None, None)."""
+    if (query_times is None) != (db_times is None):
+        raise ConfigError("query_times and db_times go together: give both or neither")
+    if query_times is None:
+        return None, None
+    qt, dt = np.asarray(query_times).reshape(-1), np.asarray(db_times).reshape(-1)
+    if qt.shape[0] != num_q or dt.shape[0] != num_db:
+        raise ConfigError(f"capture times: expected {num_q} query and {num_db} database values, "
+                          f"got {qt.shape[0]} and {dt.shape[0]}")
+    return qt, dt
+
+
+def nearest_neighbours(query_desc, db_desc, k: int, batch_size: int = 4096, query_times=None, db_times=None):
     """Exact k nearest database descriptors of each query (brute force, torch).
 
     One float32 matrix product per block of queries and a top-k; the same
@@ -115,10 +128,17 @@ def nearest_neighbours(query_desc, db_desc, k: int, batch_size: int = 4096):
         k: neighbours per query; clipped to M.
         batch_size: at most this many queries per block (fewer when the
             block's [queries, M] float32 distances would exceed 256 MiB).
+        query_times, db_times: optional [Q] and [M] capture times (Tokyo
+            Time Machine): a database image taken at the query's time is
+            left out of its search, as the authors' validation does
+            (dbTokyoTimeMachine.m, ``nnSearchPostprocess``: TokyoTM's
+            queries are cut from database panoramas, so the query's own
+            panorama would be its nearest neighbour).
 
     Returns:
         (distances [Q, min(k, M)] float32 squared L2, indices [Q, min(k, M)]
-        int64), nearest first, ties by lower database index.
+        int64), nearest first, ties by lower database index. With capture
+        times, slots beyond a query's remaining candidates hold inf and -1.
     """
     q = _as_descriptors(query_desc, "query_desc")
     db = _as_descriptors(db_desc, "db_desc")
@@ -131,6 +151,7 @@ def nearest_neighbours(query_desc, db_desc, k: int, batch_size: int = 4096):
     if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     k = min(int(k), db.shape[0])
+    q_times, db_times = _check_times(query_times, db_times, q.shape[0], db.shape[0])
     qt, dbt = torch.from_numpy(q), torch.from_numpy(db)  # views, no copies
     db_sq = squared_norms(dbt)  # [M]
     # Distance rows per block: at most ~64M floats (256 MiB) at a time.
@@ -141,7 +162,13 @@ def nearest_neighbours(query_desc, db_desc, k: int, batch_size: int = 4096):
         qb = qt[s:s + block]
         # |q|^2 + |x|^2 - 2 q.x in one product (what faiss does too, via BLAS)
         d2 = torch.addmm(db_sq[None], qb, dbt.T, beta=1.0, alpha=-2.0).add_(squared_norms(qb)[:, None])
-        dist[s:s + block], idx[s:s + block] = k_smallest(d2.clamp_(min=0), k)
+        d2.clamp_(min=0)
+        if q_times is not None:
+            same = torch.from_numpy(q_times[s:s + block, None] == db_times[None, :])
+            d2.masked_fill_(same, float("inf"))
+        dist[s:s + block], idx[s:s + block] = k_smallest(d2, k)
+    if q_times is not None:
+        idx[np.isinf(dist)] = -1
     return dist, idx
 
 
@@ -245,7 +272,7 @@ def _first_per_panorama(idx: np.ndarray, pano: np.ndarray, width: int) -> np.nda
     """Keep the first (closest) entry of each panorama in every row.
 
     Args:
-        idx: [Q, k] database indices, best first.
+        idx: [Q, k] database indices, best first; -1 (empty slot) is dropped.
         pano: [M] int64 panorama label of each database image.
         width: columns of the output.
 
@@ -253,7 +280,7 @@ def _first_per_panorama(idx: np.ndarray, pano: np.ndarray, width: int) -> np.nda
         [Q, width] database indices with panoramas distinct within a row,
         order preserved, padded with -1.
     """
-    labels = pano[idx]  # [Q, k]
+    labels = np.where(idx >= 0, pano[np.maximum(idx, 0)], -1)  # [Q, k]; -1: an empty slot
     # A stable sort by label keeps equal labels in rank order, so the first
     # of each run in sorted order is the panorama's best-ranked cut-out.
     order = np.argsort(labels, axis=1, kind="stable")
@@ -262,6 +289,7 @@ def _first_per_panorama(idx: np.ndarray, pano: np.ndarray, width: int) -> np.nda
     first_sorted[:, 1:] = sorted_labels[:, 1:] != sorted_labels[:, :-1]
     keep = np.empty_like(first_sorted)
     np.put_along_axis(keep, order, first_sorted, 1)
+    keep &= idx >= 0
     # Move kept entries to the front, still in rank order (stable sort of ~keep).
     compact = np.argsort(~keep, axis=1, kind="stable")
     out = np.take_along_axis(idx, compact, 1)
@@ -271,7 +299,8 @@ def _first_per_panorama(idx: np.ndarray, pano: np.ndarray, width: int) -> np.nda
     return out[:, :width]
 
 
-def _dedup_ranking(q, db, pano: np.ndarray, n_max: int, batch_size: int) -> np.ndarray:
+def _dedup_ranking(q, db, pano: np.ndarray, n_max: int, batch_size: int, query_times=None,
+                   db_times=None) -> np.ndarray:
     """[Q, min(n_max, #panoramas)] ranking with one cut-out per panorama.
 
     Searches k = PANO_START_FACTOR * n_max deep and doubles k for the queries
@@ -287,7 +316,8 @@ def _dedup_ranking(q, db, pano: np.ndarray, n_max: int, batch_size: int) -> np.n
     out = np.full((q.shape[0], width), -1, np.int64)
     todo = np.arange(q.shape[0])
     while todo.size:
-        _, idx = nearest_neighbours(q[todo], db, k, batch_size)
+        times = {} if query_times is None else dict(query_times=np.asarray(query_times)[todo], db_times=db_times)
+        _, idx = nearest_neighbours(q[todo], db, k, batch_size, **times)
         ded = _first_per_panorama(idx, pano, width)
         done = (ded[:, -1] >= 0) | (k >= k_enough)
         out[todo[done]] = ded[done]
@@ -304,6 +334,8 @@ def recall_at_n(
     panorama_ids=None,
     return_details: bool = False,
     batch_size: int = 4096,
+    query_times=None,
+    db_times=None,
 ):
     """Recall@N (percent) of exact L2 retrieval.
 
@@ -322,6 +354,10 @@ def recall_at_n(
             position, so they are positive together).
         return_details: return a RecallResult instead of the dict.
         batch_size: at most this many queries per search block.
+        query_times, db_times: optional capture times (Tokyo Time Machine);
+            database images of the query's own time are left out of its
+            ranking (see :func:`nearest_neighbours`). They can still be
+            positives, as in the authors' code, but are never retrieved.
 
     Returns:
         {N: recall in percent} or, with return_details, a RecallResult.
@@ -340,8 +376,9 @@ def recall_at_n(
     pos = _check_positives(positives, q.shape[0], db.shape[0])
     n_max = max(ns)
 
+    times = dict(query_times=query_times, db_times=db_times)
     if panorama_ids is None:
-        _, ranking = nearest_neighbours(q, db, n_max, batch_size)
+        _, ranking = nearest_neighbours(q, db, n_max, batch_size, **times)
     else:
         labels = np.asarray(panorama_ids)
         if labels.ndim != 1 or labels.shape[0] != db.shape[0]:
@@ -349,7 +386,7 @@ def recall_at_n(
                               f"got shape {list(labels.shape)}")
         # Any hashable labels (ints, strings) -> 0..P-1.
         _, pano = np.unique(labels, return_inverse=True)
-        ranking = _dedup_ranking(q, db, pano.reshape(-1).astype(np.int64), n_max, batch_size)
+        ranking = _dedup_ranking(q, db, pano.reshape(-1).astype(np.int64), n_max, batch_size, **times)
 
     result = recall_from_ranking(ranking, pos, ns)
     return result if return_details else result.recall

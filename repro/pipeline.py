@@ -11,13 +11,21 @@ parameters: ``common`` parameters go to every notebook that declares them;
 an entry's ``parameters`` add to or override them; ``sweep`` runs the
 notebook once per value (the alpha sweep: a log-spaced list, plus the alpha
 the paper's rule gives, computed once before the sweep); ``requires`` names a
-path without which the entry is skipped. Paths in a profile are relative to
-the repository root; ``${VAR}`` is taken from the environment.
+path without which the entry is skipped (also when it names an unset
+``${VAR}``: the paper profile's Tokyo runs without ``TOKYOTM_ROOT``). Paths in
+a profile are relative to the repository root; ``${VAR}`` is taken from the
+environment. A ``generate`` list (the rehearsal profile) names synthetic
+datasets in the real datasets' layouts to make (or reuse) before anything
+else: ``{layout, root, ...}``, the arguments of
+:func:`repro.data.synthetic.make_layout_city`.
 
 Before the first notebook starts, every run's parameters are checked as the
 notebook's first cell would check them (types and values, data root, weights
 file, device, writable folders; :func:`check_runs`), so a bad value in the
-last run of a sweep stops the pipeline at once. A run is skipped when all of
+last run of a sweep stops the pipeline at once; every training run's whole
+:class:`repro.train.TrainConfig` is built and checked with its data's
+``.mat`` files (:func:`repro.train.trainer.training_data`), so no
+configuration error can surface hours into a profile. A run is skipped when all of
 its result files exist (complete), unless ``--force``. Executed notebooks go to ``executed_dir`` (``results/executed/``
 for the default profile) with an HTML render beside them (``html/``); a
 failing notebook stops the pipeline with the notebook's name and the failing
@@ -29,7 +37,6 @@ for profiles that write to ``results/``, the README's results section.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import re
@@ -67,6 +74,14 @@ class Run:
     params: dict                      # injected (paths relative to notebooks/)
     abs_params: dict                  # the same with absolute paths (for the pipeline's own use)
     requires: list = field(default_factory=list)
+    unavailable: str | None = None    # why it cannot run here (an unset environment variable)
+
+    def missing(self) -> str | None:
+        """Why this run is skipped (an unset variable, an absent required path), or None."""
+        if self.unavailable:
+            return self.unavailable
+        gone = [r for r in self.requires if not Path(r).exists()]
+        return f"needs {gone[0]} (absent)" if gone else None
 
     def outputs(self) -> list[Path]:
         """The result files this run writes ([] when unknown: the notebook then
@@ -101,6 +116,17 @@ def load_profile(profile: str) -> dict:
     return prof
 
 
+def _unset_vars(value) -> list[str]:
+    """Environment variables named in ``value`` (str, list, dict) that are not set."""
+    if isinstance(value, str):
+        return [v for v in re.findall(r"\$\{?(\w+)\}?", value) if v not in os.environ]
+    if isinstance(value, dict):
+        return [v for x in value.values() for v in _unset_vars(x)]
+    if isinstance(value, list):
+        return [v for x in value for v in _unset_vars(x)]
+    return []
+
+
 def _expand(value):
     if isinstance(value, str) and "$" in value:
         out = os.path.expandvars(value)
@@ -114,6 +140,36 @@ def _expand(value):
     if isinstance(value, list):
         return [_expand(v) for v in value]
     return value
+
+
+def with_defaults(notebook: str, params: dict) -> dict:
+    """``params`` (absolute paths) completed with the notebook's own defaults (its parameters cell)."""
+    import ast
+
+    out = {}
+    for name, spec in _declared(notebook).items():
+        try:
+            out[name] = ast.literal_eval(spec["default"])
+        except (ValueError, SyntaxError):
+            continue  # an expression papermill cannot give us; the profile sets it or the notebook does
+        if name in PATH_KEYS and out[name] is not None:  # the notebook's defaults are relative to notebooks/
+            out[name] = _abs(out[name], notebooks_dir())
+    return {**out, **params}
+
+
+def generate_datasets(profile: dict, log=print) -> None:
+    """Make (or reuse) the synthetic datasets a profile's ``generate`` list names."""
+    from repro.data.synthetic import make_layout_city
+
+    for spec in profile.get("generate") or []:
+        spec = dict(_expand(spec))
+        root = _abs(spec.pop("root"), repo_root())
+        layout = spec.pop("layout")
+        t0 = time.perf_counter()
+        if "image_size" in spec:
+            spec["image_size"] = tuple(spec["image_size"])
+        make_layout_city(root, layout, **spec)
+        log(f"synthetic {layout} layout at {_short(root)} ({time.perf_counter() - t0:.0f} s)")
 
 
 def _declared(notebook: str) -> dict:
@@ -156,6 +212,11 @@ def plan(profile: dict) -> list[Run]:
         declared = _declared(nb)
         params = {k: v for k, v in common.items() if k in declared}
         extra = entry.get("parameters") or {}
+        unset = _unset_vars(entry.get("requires") or [])
+        if unset:  # an optional run (e.g. Tokyo) whose data is not configured here: listed, skipped
+            runs.append(Run(nb, entry.get("name", nb), {}, {}, [],
+                            unavailable=f"needs ${unset[0]} (not set; export {unset[0]}=... to run it)"))
+            continue
         unknown = [k for k in extra if k not in declared]
         if unknown:
             raise ConfigError(f"profile {profile['name']!r}: {nb} has no parameter(s) {unknown}; "
@@ -394,16 +455,21 @@ def check_runs(runs: list[Run], executed_dir: Path) -> None:
     ReproError names the run; runs whose ``requires`` are absent are skipped
     as when running."""
     from repro.atomic import check_writable
-    from repro.experiments import check_params
+    from repro.experiments import check_params, check_train_config, planned_train_configs
+    from repro.train.trainer import training_data
 
     check_writable(executed_dir, what="executed notebooks (executed_dir)")
     check_writable(repo_root() / "cache" / "pipeline", what="notebooks being executed")
     for run in runs:
-        if any(not Path(r).exists() for r in run.requires):
+        if run.missing():
             continue
         params = {k: v for k, v in run.params.items() if not (k == "alpha" and v == "rule")}
         try:
             check_params(run.notebook, params, base=notebooks_dir())
+            for cfg in planned_train_configs(run.notebook, with_defaults(run.notebook, run.abs_params)):
+                check_train_config(cfg)  # options, model spec (train_from, whitening size), output folders
+                if cfg.dataset != "synthetic" or cfg.data_root:  # the default city may not exist yet (01 makes it)
+                    training_data(cfg, check_files=False)  # .mat files, tuples, batch fill, whitening fit, test_on
         except ReproError as exc:
             raise type(exc)(f"run {run.name} (nothing has run yet): {exc}") from None
 
@@ -420,7 +486,8 @@ def run_profile(profile_name: str, force: bool = False, only: list[str] | None =
     names = [r.name for r in plan(profile)]
     log(f"profile {profile['name']}: {len(runs)} notebook run(s); executed notebooks -> {executed_dir}")
     if not list_only:
-        check_runs(runs, executed_dir)  # every run's parameters, before the first one starts
+        generate_datasets(profile, log)  # the rehearsal's data, before the checks that read it
+        check_runs(runs, executed_dir)  # every run's parameters and training configs, before the first one starts
     start = time.perf_counter()
     measured = {}
     not_available = []
@@ -431,9 +498,9 @@ def run_profile(profile_name: str, force: bool = False, only: list[str] | None =
     try:
         for i, run in enumerate(runs, 1):
             head = f"[{i}/{len(runs)}] {run.name}"
-            missing = [r for r in run.requires if not Path(r).exists()]
+            missing = run.missing()
             if missing:
-                log(f"{head}: skipped, needs {missing[0]} (absent)")
+                log(f"{head}: skipped, {missing}")
                 not_available.append(run.name)
                 continue
             if run.abs_params.get("alpha") == "rule" and not list_only:

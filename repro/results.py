@@ -141,7 +141,8 @@ def _train_dataset_label(rec: dict) -> str:
     cfg = rec.get("config", {})
     if rec.get("dataset") == "synthetic" and cfg.get("data_root"):
         return f"synthetic_{Path(cfg['data_root']).name}"
-    return dataset_label(rec.get("dataset", "?"), cfg.get("synthetic_preset", "default"), cfg.get("city_seed", 0))
+    return dataset_label(rec.get("dataset", "?"), cfg.get("synthetic_preset", "default"), cfg.get("city_seed", 0),
+                         rec.get("data_root"))
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -16,6 +16,7 @@ from repro.data.datasets import load_split
 from repro.data.synthetic import default_city_root, make_synthetic_city
 from repro.evaluate import check_split_images, evaluate_split, init_netvlad_from_images
 from repro.model import build_model
+from repro.model.init import FAISS_DEFAULT_KMEANS
 from repro.report import print_recall_table, write_json
 
 SEED = 0
@@ -31,7 +32,7 @@ def run_smoke(out: str = "results/smoke_check.json", preset: str = "tiny", root=
         model = build_model("alexnet", "netvlad", weights=None, num_clusters=16)
     check_split_images(split, "alexnet")
     init = init_netvlad_from_images(model, split.db_paths, num_images=100, num_descriptors=5000,
-                                    device="cpu", seed=SEED)
+                                    device="cpu", seed=SEED, **FAISS_DEFAULT_KMEANS)
     result = evaluate_split(model, split, ns=(1, 5, 10), device="cpu")
     print_recall_table(f"{split.name} (synthetic city, preset {preset}; untrained, random AlexNet)",
                        model.config, result)

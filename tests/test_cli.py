@@ -11,7 +11,7 @@ import torchvision
 
 from repro.cli import main
 from repro.data.datasets import load_split
-from repro.data.dbstruct import load_dbstruct, save_dbstruct
+from repro.data.dbstruct import load_dbstruct
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*randomly initialised")
 
@@ -50,7 +50,7 @@ def test_evaluate_json_matches_brute_force(tiny_city, tmp_path, monkeypatch):
     q = ev.extract_descriptors(model, split.q_paths)
     for n in (1, 5, 10):
         assert result["recall"][str(n)] == pytest.approx(brute_force_recall(q, db, split.positives, n))
-    assert result["config"]["alpha"] == result["init"]["alpha"] != 100.0  # the rule's alpha was used
+    assert result["config"]["alpha"] == result["init"]["netvlad"]["alpha"] != 100.0  # the rule's alpha was used
 
     # A saved model evaluates to the same numbers through --checkpoint.
     from repro.model import save_model
@@ -61,13 +61,65 @@ def test_evaluate_json_matches_brute_force(tiny_city, tmp_path, monkeypatch):
     assert json.loads(out2.read_text())["recall"]["1"] == result["recall"]["1"]
 
 
-def test_fmax_with_whitening(tiny_city, tmp_path, capsys):
+def test_fmax_with_whitening_fitted_on_the_training_database(tiny_city, tmp_path, capsys, monkeypatch):
+    import repro.evaluate as ev
+
+    fitted_on = []
+    real = ev.extract_descriptors
+
+    def spy(model, paths, *a, **k):
+        if k.get("desc", "").startswith("whitening"):
+            fitted_on.append(list(paths))
+        return real(model, paths, *a, **k)
+
+    monkeypatch.setattr(ev, "extract_descriptors", spy)
     out = tmp_path / "f.json"
     assert main(["evaluate", "--dataset", "synthetic", "--data-root", str(tiny_city), "--weights", "none",
                  "--pooling", "fmax", "--fmax-size", "2", "2", "--whiten-dim", "64", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["dim"] == 64 and result["config"]["fmax_output_size"] == [2, 2]
-    assert "recall@1" in capsys.readouterr().out
+    train = load_split("synthetic", tiny_city, "train")
+    # the authors' addPCA: fitted on training database images, never on the evaluated (test) database
+    assert fitted_on == [list(train.db_paths)]
+    assert result["init"] == {"dataset": "synthetic", "split": "train", "data_root": str(tiny_city),
+                              "num_images": train.num_db, "transductive": False,
+                              "whitening": {"dim": 64, "num_images": train.num_db}}
+    printed = capsys.readouterr().out
+    assert "recall@1" in printed and f"whitening fitted on: synthetic train database ({train.num_db} images)" in printed
+
+
+def test_netvlad_initialised_on_the_training_split_or_init_from(tiny_city, tmp_path, monkeypatch):
+    import repro.evaluate as ev
+
+    used = []
+    real = ev.init_netvlad_from_images
+    monkeypatch.setattr(ev, "init_netvlad_from_images",
+                        lambda model, paths, *a, **k: used.append(list(paths)) or real(model, paths, *a, **k))
+    out = tmp_path / "n.json"
+    assert main(EVAL + ["--data-root", str(tiny_city), "--json", str(out)]) == 0
+    init = json.loads(out.read_text())["init"]
+    train = load_split("synthetic", tiny_city, "train")
+    assert used[-1] == list(train.db_paths) and (init["dataset"], init["split"]) == ("synthetic", "train")
+    assert init["num_images"] == train.num_db and not init["transductive"] and init["netvlad"]["alpha"] > 0
+    # another dataset's (here: split's) database, named explicitly
+    assert main(EVAL + ["--data-root", str(tiny_city), "--init-from", f"synthetic:{tiny_city}:val",
+                        "--json", str(out)]) == 0
+    init = json.loads(out.read_text())["init"]
+    assert used[-1] == list(load_split("synthetic", tiny_city, "val").db_paths) and init["split"] == "val"
+
+
+def test_a_dataset_without_training_split_falls_back_with_a_warning(tmp_path):
+    """Tokyo 24/7 has no training split: without --init-from the fit is transductive, and says so."""
+    from repro.data.synthetic import make_layout_city
+
+    root = make_layout_city(tmp_path / "t247", "tokyo247", preset="tiny", places=2, query_places=1,
+                            image_size=(48, 64))
+    out = tmp_path / "t.json"
+    with pytest.warns(UserWarning, match="no training split.*transductive.*--init-from"):
+        assert main(["evaluate", "--dataset", "tokyo247", "--data-root", str(root), "--weights", "none",
+                     "--num-clusters", "4", "--init-images", "10", "--json", str(out)]) == 0
+    init = json.loads(out.read_text())["init"]
+    assert init["transductive"] is True and (init["dataset"], init["split"]) == ("tokyo247", "test")
 
 
 def run_cli_error(args, capsys):

@@ -135,3 +135,34 @@ def test_saved_bytes_are_deterministic(tmp_path):
     save_dbstruct(tmp_path / "b.mat", db)
     a, b = (tmp_path / "a.mat").read_bytes(), (tmp_path / "b.mat").read_bytes()
     assert a.startswith(MAT_HEADER) and a == b
+
+
+def test_time_stamps_round_trip_and_are_optional(tmp_path):
+    """Tokyo Time Machine's dbTimeStamp / qTimeStamp: kept when present, absent otherwise."""
+    rng = np.random.default_rng(3)
+    db = random_dbstruct(rng, n_db=24, n_q=5)
+    save_dbstruct(tmp_path / "plain.mat", db)
+    plain = load_dbstruct(tmp_path / "plain.mat")
+    assert plain.db_time_stamp is None and plain.q_time_stamp is None and not plain.has_time_stamps
+    assert "dbTimeStamp" not in scipy.io.loadmat(tmp_path / "plain.mat")["dbStruct"].dtype.names
+    db.db_time_stamp = rng.choice([200907.0, 201103.0, 201306.0], size=24)
+    db.q_time_stamp = rng.choice([200907.0, 201103.0], size=5)
+    save_dbstruct(tmp_path / "tm.mat", db)
+    s = scipy.io.loadmat(tmp_path / "tm.mat")["dbStruct"][0, 0]
+    assert s["dbTimeStamp"].shape == (1, 24) and s["qTimeStamp"].shape == (1, 5)  # MATLAB row vectors
+    back = load_dbstruct(tmp_path / "tm.mat")
+    np.testing.assert_array_equal(back.db_time_stamp, db.db_time_stamp)
+    np.testing.assert_array_equal(back.q_time_stamp, db.q_time_stamp)
+    assert back.has_time_stamps
+
+
+def test_time_stamps_of_the_wrong_length_or_alone_are_refused(tmp_path):
+    rng = np.random.default_rng(4)
+    db = random_dbstruct(rng, n_db=10, n_q=4)
+    save_dbstruct(tmp_path / "a.mat", db)
+    _rewrite(tmp_path / "a.mat", tmp_path / "short.mat", dbTimeStamp=np.ones((1, 9)), qTimeStamp=np.ones((1, 4)))
+    with pytest.raises(DatasetError, match="dbTimeStamp must hold one capture time per image \\(10\\)"):
+        load_dbstruct(tmp_path / "short.mat")
+    _rewrite(tmp_path / "a.mat", tmp_path / "alone.mat", dbTimeStamp=np.ones((1, 10)))
+    with pytest.raises(DatasetError, match="given together"):
+        load_dbstruct(tmp_path / "alone.mat")

@@ -18,6 +18,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def brute_force(db, q, radius, min_dist=0.0, chunk=500):
+    """``min_dist`` is exclusive (the authors' dSq > 1); 0 keeps everything from d = 0."""
     """Reference: full pairwise squared distances, chunked over queries.
 
     ``radius`` may be a list of radii (one d^2 matrix serves all); then a
@@ -30,7 +31,8 @@ def brute_force(db, q, radius, min_dist=0.0, chunk=500):
         dy = np.subtract.outer(q[s:s + chunk, 1], db[:, 1])
         d2 = dx * dx + dy * dy
         for r, res in zip(radii, out):
-            res.extend(np.flatnonzero(row) for row in (d2 <= r**2) & (d2 >= min_dist**2))
+            inner = d2 > min_dist**2 if min_dist > 0 else np.ones_like(d2, bool)
+            res.extend(np.flatnonzero(row) for row in (d2 <= r**2) & inner)
     return out if isinstance(radius, (list, tuple)) else out[0]
 
 
@@ -55,7 +57,8 @@ def test_random_against_brute_force(city):
     want25 = brute_force(db, q, 25.0)
     assert_same(eval_positives(db, q), want25)
     assert_same(non_negatives(db, q), want25)
-    assert_same(train_positives(db, q), brute_force(db, q, 10.0))
+    assert_same(train_positives(db, q, min_dist=0.0), brute_force(db, q, 10.0))
+    assert_same(train_positives(db, q), brute_force(db, q, 10.0, 1.0))  # the authors' 1 m < d <= 10 m
     assert_same(train_positives(db, q, radius=10.0, min_dist=3.0), brute_force(db, q, 10.0, 3.0))
     # The data must exercise both cases, or the comparison proves little.
     sizes = np.array([len(p) for p in want25])
@@ -68,9 +71,13 @@ def test_boundary_is_inclusive():
     pts = np.array([[15, 20], [25, 0], [-7, -24], [15, 20.000001], [25.0000001, 0], [0, 24.9999999]])
     got = eval_positives(o + pts, o[None])
     np.testing.assert_array_equal(got[0], [0, 1, 2, 5])
-    # min_dist is inclusive too: exactly 6 m is kept, 5.999 dropped.
-    pts = np.array([[6, 0], [0, 5.999], [6, 8], [6, 8.001]])
-    np.testing.assert_array_equal(train_positives(o + pts, o[None], radius=10.0, min_dist=6.0)[0], [0, 2])
+    # min_dist is exclusive, as the authors' dSq > 1: exactly 6 m is dropped, 6.001 kept.
+    pts = np.array([[6, 0], [0, 5.999], [6, 8], [6, 8.001], [0, 6.001]])
+    np.testing.assert_array_equal(train_positives(o + pts, o[None], radius=10.0, min_dist=6.0)[0], [2, 4])
+    # the default is the authors' 1 m: an image at the query's own position, or exactly 1 m away, is not a positive
+    pts = np.array([[0, 0], [1, 0], [0, 1.0001], [0.5, 0.5]])
+    np.testing.assert_array_equal(train_positives(o + pts, o[None])[0], [2])
+    np.testing.assert_array_equal(train_positives(o + pts, o[None], min_dist=0.0)[0], [0, 1, 2, 3])
 
 
 def test_empty_inputs_and_no_matches():
@@ -123,7 +130,7 @@ def test_real_pitts30k_test_ground_truth():
     assert (db.num_images, db.num_queries) == (10000, 6816)
     pos25 = eval_positives(db.utm_db, db.utm_q, db.pos_dist_thr)
     assert min(len(p) for p in pos25) > 0, "README: every query has a database image within 25 m"
-    pos10 = train_positives(db.utm_db, db.utm_q, np.sqrt(db.non_triv_pos_dist_sq_thr))
+    pos10 = train_positives(db.utm_db, db.utm_q, np.sqrt(db.non_triv_pos_dist_sq_thr), min_dist=0.0)
     n10 = sum(len(p) > 0 for p in pos10)
     n10_far1 = sum(len(p) > 0 for p in train_positives(db.utm_db, db.utm_q, 10.0, min_dist=1.0))
     print(f"pitts30k_test: {n10}/6816 queries have a potential positive within 10 m "
@@ -149,3 +156,33 @@ def test_real_tokyo247_geometry():
     assert all(np.all(np.bincount(pid[p])[pid[p]] == 12) for p in pos)
     n_pano = np.array([len(np.unique(pid[p])) for p in pos])
     assert n_pano.min() >= 1, "every Tokyo 24/7 query has a true panorama within 25 m"
+
+
+def test_time_rule_keeps_only_positives_of_another_capture_time():
+    """dbTokyoTimeMachine.m: positives need qTimeStamp ~= dbTimeStamp, on top of 1 m < d <= 10 m."""
+    rng = np.random.default_rng(11)
+    db = rng.uniform(0, 60, size=(300, 2))
+    q = rng.uniform(0, 60, size=(40, 2))
+    db_time = rng.choice([200907, 201103, 201306], size=300).astype(float)
+    q_time = rng.choice([200907, 201103, 201306], size=40).astype(float)
+    got = train_positives(db, q, q_time=q_time, db_time=db_time)
+    d2 = ((q[:, None, :] - db[None, :, :]) ** 2).sum(-1)
+    want = [np.flatnonzero((d2[i] > 1) & (d2[i] <= 100) & (db_time != q_time[i])) for i in range(40)]
+    assert_same(got, want)
+    assert sum(len(w) for w in want) > 40  # the data exercise the rule...
+    plain = train_positives(db, q)
+    assert sum(len(p) for p in plain) > sum(len(w) for w in want)  # ...and it removes some
+    with pytest.raises(ConfigError, match="both"):
+        train_positives(db, q, q_time=q_time)
+
+
+def test_real_pitts30k_train_the_authors_1m_rule():
+    """The measured effect of dbBase.m's ``dSq > 1`` on the real Pitts30k-train metadata (README)."""
+    db = load_dbstruct(_need(SHARED / "pittsburgh" / "pitts30k_train.mat"))
+    kept_all = np.array([len(p) for p in train_positives(db.utm_db, db.utm_q, 10.0, min_dist=0.0)])
+    authors = np.array([len(p) for p in train_positives(db.utm_db, db.utm_q, 10.0)])
+    assert db.num_queries == 7416
+    assert (kept_all > 0).sum() == 7320 and (authors > 0).sum() == 7128
+    assert (kept_all > authors).sum() == 312  # queries with a database image within 1 m
+    assert ((kept_all > 0) & (authors == 0)).sum() == 192  # ... of which these lose every positive
+    assert (kept_all.sum(), authors.sum()) == (313344, 305856)

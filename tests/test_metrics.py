@@ -271,3 +271,36 @@ def test_recall_by_group_matches_per_group_brute_force():
         for n in (1, 5):
             want = 100.0 * np.mean([bool(set(np.argsort(d[i])[:n]) & set(positives[i])) for i in idx])
             assert got[g][n] == pytest.approx(want)
+
+
+@pytest.mark.parametrize("with_panoramas", [False, True])
+def test_same_capture_time_is_left_out_of_the_ranking(with_panoramas):
+    """Tokyo Time Machine (the authors' nnSearchPostprocess): a database image
+    of the query's own capture time is never retrieved; brute force by loops."""
+    rng = np.random.default_rng(7 + with_panoramas)
+    sizes = [12] * 20
+    db, pano, centres = make_panorama_db(rng, sizes)
+    pano_time = rng.choice([200907.0, 201103.0, 201306.0], size=len(sizes))
+    db_time = pano_time[pano]  # all cut-outs of a panorama share its capture time
+    # queries are database cut-outs themselves (as TokyoTM's), so their own panorama is nearest
+    q_idx = rng.choice(len(db), 30, replace=False)
+    q, q_time = db[q_idx] + 0.01 * rng.standard_normal((30, db.shape[1])).astype(np.float32), db_time[q_idx]
+    # positives: the query's own panorama (never retrieved) and one panorama of another time
+    other_time = [rng.choice(np.flatnonzero(pano_time != db_time[i])) for i in q_idx]
+    positives = [np.flatnonzero((pano == pano[i]) | (pano == o)) for i, o in zip(q_idx, other_time)]
+    kept = [[j for j in o if db_time[j] != q_time[n]] for n, o in enumerate(brute_order(q, db))]
+    pano_arg = dict(panorama_ids=pano) if with_panoramas else {}
+    res = recall_at_n(q, db, positives, ns=NS, return_details=True, query_times=q_time, db_times=db_time, **pano_arg)
+    ref_recall, ref_ranks = brute_recall(kept, positives, NS, pano=pano if with_panoramas else None)
+    assert res.recall == pytest.approx(ref_recall)
+    assert res.ranks.tolist() == ref_ranks
+    plain = recall_at_n(q, db, positives, ns=NS, return_details=True, **pano_arg)
+    assert plain.recall[1] == 100.0 and res.recall[1] < 100.0  # without the rule the own panorama wins
+    # nearest_neighbours itself: no same-time image, and -1 / inf once a query runs out of candidates
+    dist, idx = nearest_neighbours(q, db, len(db), query_times=q_time, db_times=db_time)
+    for n in range(len(q)):
+        valid = idx[n] >= 0
+        assert (db_time[idx[n][valid]] != q_time[n]).all()
+        assert valid.sum() == (db_time != q_time[n]).sum() and np.isinf(dist[n][~valid]).all()
+    with pytest.raises(ConfigError, match="give both"):
+        recall_at_n(q, db, positives, query_times=q_time)

@@ -1,6 +1,5 @@
 """Backbones, weights handling, f_max, PCA whitening, build_model, checkpoints."""
 import urllib.error
-import warnings
 
 import numpy as np
 import pytest
@@ -184,3 +183,34 @@ def test_min_input_size(name):
         assert base(torch.zeros(1, 3, s, s)).shape[-2:] == (1, 1)
         with pytest.raises(RuntimeError):
             base(torch.zeros(1, 3, s - 1, s - 1))
+
+
+def test_channels_last_is_the_same_function_and_saves_like_the_plain_model():
+    """use_channels_last: speed only. Same descriptors and gradients up to float rounding; a
+    state dict that loads into a plain model."""
+    import copy
+
+    from repro.model.backbone import use_channels_last
+
+    torch.manual_seed(0)
+    plain = build_model("vgg16", "netvlad", weights=None, num_clusters=8, train_from="conv5_1")
+    plain.pool.init_from_centroids(torch.randn(8, 512).numpy(), alpha=10.0)
+    fast = copy.deepcopy(plain)
+    assert use_channels_last(fast.base) is fast.base and use_channels_last(fast.base) is fast.base  # idempotent
+    assert fast.base[28].weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(2, 3, 64, 80)
+    r = torch.randn(8 * 512)
+    for m in (plain, fast):
+        m.zero_grad()
+        (m(x) @ r).sum().backward()  # not |y|^2: descriptors are unit vectors
+    cos = torch.nn.functional.cosine_similarity(plain(x), fast(x))
+    assert cos.min() > 1 - 1e-5
+    for a, b in ((plain.base[28].weight.grad, fast.base[28].weight.grad), (plain.pool.centroids.grad,
+                                                                            fast.pool.centroids.grad)):
+        assert ((a - b).norm() / a.norm()) < 1e-4
+    again = build_model("vgg16", "netvlad", weights=None, num_clusters=8)
+    again.load_state_dict(fast.state_dict())
+    assert torch.allclose(again(x), fast(x), atol=1e-5)
+    off = copy.deepcopy(plain)
+    use_channels_last(off.base, enabled=False)
+    assert not off.base[28].weight.is_contiguous(memory_format=torch.channels_last) and not off.base._forward_hooks

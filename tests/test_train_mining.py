@@ -1,5 +1,4 @@
 """Hard-negative mining against a brute-force reference, and cache refreshes."""
-from pathlib import Path
 
 import numpy as np
 import pytest

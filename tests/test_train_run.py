@@ -1,6 +1,5 @@
 """Whole training runs on a tiny fake street: learning, resume, faults, records."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -279,7 +278,7 @@ def test_command_line_builds_the_config(monkeypatch):
     assert (c.dataset, c.data_root, c.backbone, c.weights, c.pooling, c.epochs, c.lr, c.optimizer, c.resume,
             c.out_dir, c.device, c.seed, c.image_size) == (
         "pitts30k", "/data/pitts", "vgg16", None, "fmax", 3, 1e-4, "adam", True, "/tmp/o", "cpu", 7, (240, 320))
-    assert c.train_from == "last" and c.num_clusters == 64  # the authors' profile for real data
+    assert c.train_from == "authors" and c.num_clusters == 64 and c.assignment == "fixed_bias"  # the authors' profile
     args = build_parser().parse_args(["train", "--image-size", "none"])
     args.func(args)
     assert seen["config"] == TrainConfig.synthetic_default(image_size=None)

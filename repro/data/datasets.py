@@ -43,7 +43,8 @@ from repro.data.vprbench import LAYOUT as VPRBENCH_LAYOUT
 from repro.data.vprbench import load_vprbench
 from repro.errors import ConfigError, DatasetError
 
-__all__ = ["DATASETS", "DatasetLayout", "PlaceSplit", "check_data_root", "check_evaluable", "load_split"]
+__all__ = ["DATASETS", "DatasetLayout", "PlaceSplit", "check_data_root", "check_evaluable", "load_split",
+           "parse_dataset_spec", "synthetic_manifest"]
 
 _NETVLAD_URL = "https://www.di.ens.fr/willow/research/netvlad/"
 _PITTS_HOW = (
@@ -124,6 +125,10 @@ class PlaceSplit:
     dbstruct: the parsed .mat, None for VPR-Bench.
     pos_dist_thr: evaluation radius, metres (25; None for VPR-Bench, whose
         positives are given).
+    q_time, db_time: [Q] and [N] capture times (Tokyo Time Machine's
+        qTimeStamp / dbTimeStamp), else None. With them, a query's training
+        positives and its retrievals come from other capture times only, as
+        in the authors' dbTokyoTimeMachine.m.
     """
 
     name: str
@@ -136,6 +141,22 @@ class PlaceSplit:
     dbstruct: DbStruct | None = None
     pos_dist_thr: float | None = 25.0
     meta: dict = field(default_factory=dict)
+    q_time: np.ndarray | None = None
+    db_time: np.ndarray | None = None
+
+    def search_times(self) -> dict:
+        """``query_times``/``db_times`` for :func:`repro.metrics.recall_at_n` (empty without capture times)."""
+        return {} if self.q_time is None else {"query_times": self.q_time, "db_times": self.db_time}
+
+    def subset_queries(self, idx) -> "PlaceSplit":
+        """The same split with only the queries ``idx`` (e.g. a fixed validation subset)."""
+        import dataclasses
+
+        idx = np.asarray(idx, dtype=np.int64)
+        return dataclasses.replace(
+            self, q_paths=[self.q_paths[i] for i in idx], positives=[self.positives[i] for i in idx],
+            utm_q=None if self.utm_q is None else self.utm_q[idx],
+            q_time=None if self.q_time is None else self.q_time[idx])
 
     @property
     def num_db(self) -> int:
@@ -144,6 +165,49 @@ class PlaceSplit:
     @property
     def num_q(self) -> int:
         return len(self.q_paths)
+
+
+def synthetic_manifest(data_root) -> dict | None:
+    """The generator's ``manifest.json`` when ``data_root`` holds a city made by
+    :mod:`repro.data.synthetic` (its own layout, or one written in a real
+    dataset's layout for the rehearsal), else None. Results on such data are
+    synthetic whatever the dataset is called."""
+    import json
+
+    if data_root is None:
+        return None
+    try:
+        man = json.loads((Path(data_root).expanduser() / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(man, dict) and (man.get("generator") == "repro.data.synthetic" or man.get("synthetic") is True):
+        return man
+    return None
+
+
+def parse_dataset_spec(spec: str, default_split: str = "test", what: str = "dataset") -> tuple[str, str, str]:
+    """``"DATASET:ROOT[:SPLIT]"`` -> (dataset, root, split); ConfigError naming what is wrong.
+
+    Used for ``--init-from`` (split default "train") and ``test_on`` (split
+    default "test"). The root may contain ':' itself (a trailing ``:train``,
+    ``:val`` or ``:test`` is read as the split). Nothing is loaded here.
+    """
+    if not isinstance(spec, str) or ":" not in spec:
+        raise ConfigError(f"{what} {spec!r}: expected 'DATASET:ROOT' or 'DATASET:ROOT:SPLIT', "
+                          "e.g. 'tokyoTM:/data/tokyoTM' or 'tokyo247:/data/tokyo247'")
+    dataset, root = spec.split(":", 1)
+    split = default_split
+    head, _, tail = root.rpartition(":")
+    if head and tail in ("train", "val", "test"):
+        root, split = head, tail
+    if dataset not in DATASETS:
+        raise ConfigError(f"{what} {spec!r}: unknown dataset {dataset!r}; known: {', '.join(DATASETS)}")
+    layout = DATASETS[dataset]
+    if layout.splits and split not in layout.splits:
+        raise ConfigError(f"{what} {spec!r}: {dataset} has no split {split!r} (it has {', '.join(layout.splits)})")
+    if not root:
+        raise ConfigError(f"{what} {spec!r}: the data root is empty")
+    return dataset, root, split
 
 
 def check_data_root(dataset: str, data_root) -> Path:
@@ -231,6 +295,7 @@ def load_split(
         return PlaceSplit(
             name=f"vprbench_{root.resolve().name}", db_paths=bench.db_paths, q_paths=bench.q_paths,
             utm_db=None, utm_q=None, positives=bench.positives, pos_dist_thr=None,
+            meta={"dataset": dataset, "split": "test", "data_root": str(root)},
         )
 
     if split not in layout.splits:
@@ -262,5 +327,8 @@ def load_split(
         panorama_ids=panorama_ids(db.utm_db, layout.per_panorama) if layout.per_panorama else None,
         dbstruct=db,
         pos_dist_thr=db.pos_dist_thr,
-        meta={"mat": str(mat), "db_root": str(db_root), "q_root": str(q_root)},
+        meta={"mat": str(mat), "db_root": str(db_root), "q_root": str(q_root), "dataset": dataset,
+              "split": split, "data_root": str(root)},
+        q_time=db.q_time_stamp,
+        db_time=db.db_time_stamp,
     )

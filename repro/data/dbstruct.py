@@ -29,6 +29,15 @@ FIELDS = {
     "posDistSqThr": "pos_dist_sq_thr",
     "nonTrivPosDistSqThr": "non_triv_pos_dist_sq_thr",
 }
+# Optional fields, read when present. Tokyo Time Machine (the authors'
+# dbTokyoTimeMachine.m) stores the capture time of every panorama: a query's
+# training positives must come from another capture time, and so must its
+# retrievals in validation (their nnSearchPostprocess). Values are only ever
+# compared for equality, so their units (e.g. yyyymm) do not matter.
+OPTIONAL_FIELDS = {
+    "dbTimeStamp": "db_time_stamp",
+    "qTimeStamp": "q_time_stamp",
+}
 
 
 MAT_HEADER = b"MATLAB 5.0 MAT-file, dbStruct written by repro"
@@ -49,6 +58,9 @@ class DbStruct:
         pos_dist_sq_thr: its square, m^2 (625).
         non_triv_pos_dist_sq_thr: squared radius of potential training
             positives, m^2 (100, i.e. 10 m).
+        db_time_stamp, q_time_stamp: [N] and [Q] capture times (Tokyo Time
+            Machine's ``dbTimeStamp``/``qTimeStamp``), or None where the file
+            has none (Pittsburgh, Tokyo 24/7). Both or neither.
     """
 
     which_set: str
@@ -61,6 +73,12 @@ class DbStruct:
     pos_dist_thr: float = 25.0
     pos_dist_sq_thr: float = 625.0
     non_triv_pos_dist_sq_thr: float = 100.0
+    db_time_stamp: np.ndarray | None = None
+    q_time_stamp: np.ndarray | None = None
+
+    @property
+    def has_time_stamps(self) -> bool:
+        return self.db_time_stamp is not None
 
     def validate(self, source: str = "dbStruct") -> "DbStruct":
         """Check shapes and counts; raise DatasetError naming ``source``."""
@@ -81,6 +99,13 @@ class DbStruct:
                 fail(f"{name} UTM coordinates contain NaN or inf")
         if self.pos_dist_thr <= 0 or self.non_triv_pos_dist_sq_thr <= 0:
             fail("distance thresholds must be positive")
+        if (self.db_time_stamp is None) != (self.q_time_stamp is None):
+            fail("dbTimeStamp and qTimeStamp must be given together (one is missing)")
+        if self.db_time_stamp is not None:
+            for name, ts, count in (("dbTimeStamp", self.db_time_stamp, self.num_images),
+                                    ("qTimeStamp", self.q_time_stamp, self.num_queries)):
+                if np.ndim(ts) != 1 or len(ts) != count:
+                    fail(f"{name} must hold one capture time per image ({count}), got shape {list(np.shape(ts))}")
         return self
 
 
@@ -119,6 +144,8 @@ def load_dbstruct(path: str | os.PathLike) -> DbStruct:
     if missing:
         raise DatasetError(f"{path}: dbStruct lacks field(s) {missing}; expected all of {list(FIELDS)}")
     try:
+        optional = {attr: np.asarray(s[f]).ravel().astype(np.float64) for f, attr in OPTIONAL_FIELDS.items()
+                    if f in names}
         db = DbStruct(
             which_set=str(np.asarray(s["whichSet"]).ravel()[0]),
             db_image_fns=_strings(s["dbImageFns"]),
@@ -130,6 +157,7 @@ def load_dbstruct(path: str | os.PathLike) -> DbStruct:
             pos_dist_thr=_scalar(s["posDistThr"]),
             pos_dist_sq_thr=_scalar(s["posDistSqThr"]),
             non_triv_pos_dist_sq_thr=_scalar(s["nonTrivPosDistSqThr"]),
+            **optional,
         )
     except (ValueError, IndexError, TypeError) as exc:
         raise DatasetError(f"{path}: malformed dbStruct field ({exc})") from exc
@@ -162,6 +190,9 @@ def save_dbstruct(path: str | os.PathLike, db: DbStruct) -> None:
         "posDistSqThr": np.array([[db.pos_dist_sq_thr]], dtype=np.float64),
         "nonTrivPosDistSqThr": np.array([[db.non_triv_pos_dist_sq_thr]], dtype=np.float64),
     }
+    for field_name, attr in OPTIONAL_FIELDS.items():
+        if getattr(db, attr) is not None:  # 1 x n rows, as MATLAB stores a vector
+            struct[field_name] = np.asarray(getattr(db, attr), dtype=np.float64).reshape(1, -1)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         scipy.io.savemat(f, {"dbStruct": struct})

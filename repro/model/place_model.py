@@ -63,6 +63,14 @@ def check_model_options(backbone: str, pooling: str, alpha=None, fmax_output_siz
     return check_output_size(fmax_output_size)
 
 
+def pooled_dim(backbone: str, pooling: str, num_clusters: int = 64, fmax_output_size=(1, 1)) -> int:
+    """The descriptor size before whitening, from the options alone (no model
+    built): K*D for NetVLAD, D*h*w for f_max (D: the base's channels)."""
+    grid = check_model_options(backbone, pooling, None, fmax_output_size)
+    d = backbone_channels(backbone)
+    return int(num_clusters) * d if pooling == "netvlad" else d * grid[0] * grid[1]
+
+
 def build_model(backbone: str = "alexnet", pooling: str = "netvlad", weights="imagenet",
                 train_from: str = "last", num_clusters: int = 64, alpha: float = 100.0,
                 assignment: str = "paper", normalize_input: bool = True,

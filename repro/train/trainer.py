@@ -23,8 +23,6 @@ run would (on the same machine and thread count).
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 import math
 import resource
 import sys
@@ -38,17 +36,18 @@ import numpy as np
 import torch
 
 from repro.atomic import check_writable
-from repro.data.datasets import load_split
+from repro.data.datasets import load_split, synthetic_manifest
 from repro.data.images import keep_decoded_images
 from repro.errors import ConfigError
-from repro.evaluate import (check_split_images, evaluate_split, extract_descriptors, init_netvlad_from_images,
-                            resolve_device)
-from repro.model import PCAWhitening, build_model, load_model
+from repro.evaluate import (check_split_images, check_whitening_fit, evaluate_split, fit_whitening,
+                            init_netvlad_from_images, resolve_device)
+from repro.model import build_model, load_model
+from repro.model.backbone import use_channels_last
 from repro.model.netvlad import NetVLAD
 from repro.report import write_json
 from repro.train.cache import DescriptorCache
 from repro.train.checkpoint import atomic_torch_save, load_training_checkpoint, rng_states, set_rng_states
-from repro.train.config import RESUMABLE_CHANGES, TrainConfig
+from repro.train.config import RESUMABLE_CHANGES, TrainConfig, parse_test_set
 from repro.train.loop import NonFiniteLossError, TupleImages, train_epoch
 from repro.train.mining import HardNegativeMiner
 from repro.train.tuples import build_tuples
@@ -103,9 +102,7 @@ def _val_subset(split, n: int):
     if split.num_q <= n:
         return split, np.arange(split.num_q)
     idx = np.sort(np.random.default_rng(VAL_SUBSET_SEED).choice(split.num_q, size=n, replace=False))
-    sub = dataclasses.replace(split, name=split.name, q_paths=[split.q_paths[i] for i in idx],
-                              utm_q=split.utm_q[idx], positives=[split.positives[i] for i in idx])
-    return sub, idx
+    return split.subset_queries(idx), idx
 
 
 def _build_model(cfg: TrainConfig, weights):
@@ -169,6 +166,50 @@ def train(config: TrainConfig | None = None, callback=None, **overrides) -> Trai
         return _train(cfg, callback)
 
 
+@dataclass
+class TrainingData:
+    """What a run trains and tests on (:func:`training_data`)."""
+
+    root: Path
+    train: object                    # PlaceSplit
+    val: object
+    test: object | None
+    other_tests: dict                # test_on: {split name: PlaceSplit}
+    tuples: object                   # TrainingTuples
+    queries_per_epoch: int
+
+
+def training_data(cfg: TrainConfig, check_files: bool = True) -> TrainingData:
+    """Every split of a run loaded and checked, and its training tuples built;
+    ConfigError/DatasetError for anything that would stop the run later:
+    a missing .mat or image (``check_files``), a split without a usable
+    training query, too few queries for one batch, too few training images
+    for the PCA whitening, a bad ``test_on`` set. No network work: the
+    pipeline calls this (``check_files=False``, the .mat files only) for
+    every training run before its first notebook starts."""
+    root = _data_root(cfg)
+    load = lambda dataset, r, split: load_split(dataset, r, split, check_files=check_files)  # noqa: E731
+    train_split = load(cfg.dataset, root, "train")
+    val_split = load(cfg.dataset, root, "val")
+    test_split = load(cfg.dataset, root, cfg.test_split) if cfg.test_split else None
+    other_tests = {}
+    for spec in cfg.test_on:  # e.g. Tokyo 24/7 for a TokyoTM run
+        dataset, r, split = parse_test_set(spec)
+        s = load(dataset, r, split)
+        if s.name in other_tests or (test_split is not None and s.name == test_split.name):
+            raise ConfigError(f"test_on: {s.name} is given twice (or is the run's own test split)")
+        other_tests[s.name] = s
+    tuples = build_tuples(train_split, cfg.pos_radius, cfg.neg_radius, cfg.pos_min_dist)
+    if cfg.whiten_dim:  # found out here, not after the last epoch
+        check_whitening_fit(cfg.whiten_dim, min(train_split.num_db, cfg.whiten_fit_images),
+                            f"{train_split.name} (whiten_fit_images={cfg.whiten_fit_images})")
+    per_epoch = min(len(tuples.query_ids), cfg.queries_per_epoch or len(tuples.query_ids))
+    if per_epoch < cfg.batch_size:
+        raise ConfigError(f"{train_split.name}: {per_epoch} training queries an epoch cannot fill one batch of "
+                          f"batch_size={cfg.batch_size} tuples; lower batch_size or use more queries")
+    return TrainingData(root, train_split, val_split, test_split, other_tests, tuples, per_epoch)
+
+
 def _train(cfg: TrainConfig, callback) -> TrainResult:
     wall_start = time.perf_counter()
     log = (lambda m: print(m, flush=True)) if cfg.verbose else (lambda m: None)
@@ -177,18 +218,12 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     name = cfg.resolved_run_name()
     # ---- data (all checks before any network work)
-    root = _data_root(cfg)
-    train_split = load_split(cfg.dataset, root, "train")
-    val_split = load_split(cfg.dataset, root, "val")
-    test_split = load_split(cfg.dataset, root, cfg.test_split) if cfg.test_split else None
-    tuples = build_tuples(train_split, cfg.pos_radius, cfg.neg_radius)
-    for s in (train_split, val_split, test_split):
+    data = training_data(cfg)
+    root, train_split, val_split, test_split, other_tests, tuples = (
+        data.root, data.train, data.val, data.test, data.other_tests, data.tuples)
+    for s in (train_split, val_split, test_split, *other_tests.values()):
         if s is not None:
             check_split_images(s, cfg.backbone, cfg.image_size)
-    per_epoch = min(len(tuples.query_ids), cfg.queries_per_epoch or len(tuples.query_ids))
-    if per_epoch < cfg.batch_size:
-        raise ConfigError(f"{train_split.name}: {per_epoch} training queries an epoch cannot fill one batch of "
-                          f"batch_size={cfg.batch_size} tuples; lower batch_size or use more queries")
     # Output folders (created here), after the data checks and before any
     # network work: an unwritable one must not cost a training run.
     check_writable(out_dir, what="checkpoints (out_dir)")
@@ -216,9 +251,11 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
         if isinstance(model.pool, NetVLAD):
             init = init_netvlad_from_images(model, train_split.db_paths, cfg.image_size, num_images=cfg.init_images,
                                             num_descriptors=cfg.init_descriptors, alpha=cfg.alpha, device=device,
-                                            seed=cfg.seed)
+                                            seed=cfg.seed, kmeans_iterations=cfg.kmeans_iterations,
+                                            kmeans_points_per_centroid=cfg.kmeans_points_per_centroid)
             log(f"NetVLAD initialised from {init['num_descriptors']} descriptors of training database images: "
                 f"alpha={init['alpha']:.4g}")
+    use_channels_last(model.base, cfg.channels_last)
     model.to(device)
     optimizer, scheduler = _optimizer(cfg, model)
     miner = HardNegativeMiner(tuples, cfg.num_random_negatives, cfg.num_cached_negatives, cfg.num_hard_negatives,
@@ -226,6 +263,8 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
     history: list[dict] = []
     best = {"epoch": 0, "score": -math.inf}
     test_untrained = None
+    others = {name: {**spec, "untrained": None, "trained": None, "whitened": None}
+              for name, spec in _describe_test_sets(other_tests).items()}
     start_epoch = 1
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])
@@ -234,6 +273,7 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
         set_rng_states(resume_state["rng"])
         history, best = resume_state["history"], resume_state["best"]
         test_untrained = resume_state.get("test_untrained")
+        others = resume_state.get("test_on") or others
         start_epoch = resume_state["epoch"] + 1
         log(f"resuming from {last_path} after epoch {resume_state['epoch']}")
     else:
@@ -245,18 +285,19 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
                             cfg.cache_fp16_gb, cfg.cache_memmap_gb, out_dir, log=log)
     images = TupleImages(train_split, cfg.image_size)
 
-    def evaluate(m, split, ns=cfg.ns):
-        return evaluate_split(m, split, cfg.image_size, ns=ns, batch_size=cfg.eval_batch_size, device=device,
-                              num_workers=cfg.num_workers)
+    def evaluate(m, split, **kw):
+        return evaluate_split(m, split, cfg.image_size, ns=cfg.ns, batch_size=cfg.eval_batch_size, device=device,
+                              num_workers=cfg.num_workers, **kw)
 
     def record(status: str, **extra) -> None:
         write_json(record_path, {
             "experiment": "train", "run_name": name, "status": status,
             "seed": cfg.seed, "dataset": cfg.dataset, "data_root": str(root),
-            "synthetic": cfg.dataset == "synthetic", "config": cfg.to_dict(), "model_config": model.config,
+            "synthetic": cfg.dataset == "synthetic" or synthetic_manifest(root) is not None,
+            "config": cfg.to_dict(), "model_config": model.config,
             "lr": cfg.resolved_lr(), "init": init, "tuples": tuples.summary(), "cache": cache.summary(),
             "val_query_indices": val_idx.tolist(), "device": str(device), "torch_threads": torch.get_num_threads(),
-            "epochs": history, "best_epoch": best["epoch"], "test_untrained": test_untrained,
+            "epochs": history, "best_epoch": best["epoch"], "test_untrained": test_untrained, "test_on": others,
             "wall_seconds": time.perf_counter() - wall_start, "peak_rss_mib": peak_rss_mib(),
             "checkpoint_best": str(best_path), **extra,
         })
@@ -266,7 +307,7 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
             "epoch": epoch, "config": model.config, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "miner": miner.state_dict(), "rng": rng_states(), "train_config": cfg.to_dict(),
-            "history": history, "best": best, "init": init, "test_untrained": test_untrained,
+            "history": history, "best": best, "init": init, "test_untrained": test_untrained, "test_on": others,
         }, last_path)
 
     # ---- epoch 0: the initialised, untrained model (authors: test0)
@@ -274,6 +315,9 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
         val0 = evaluate(model, val_sub)
         if cfg.eval_untrained and test_split is not None:
             test_untrained = _public(evaluate(model, test_split), ranks=True)
+        if cfg.eval_untrained:
+            for name, split in other_tests.items():
+                others[name]["untrained"] = _public(evaluate(model, split), ranks=True)
         history = [{"epoch": 0, "val": _public(val0)}]
         log(f"epoch 0 (untrained): val R@1/5/10 {_recall_line(val0)}"
             + (f", test R@1/5/10 {_recall_line(test_untrained)}" if test_untrained else ""))
@@ -312,20 +356,31 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
             f"skipped queries {stats['skipped']}/{stats['queries']}, lr {lr:.2g}, "
             f"val R@1/5/10 {_recall_line(val)}, {stats['seconds']:.0f}+{val['seconds']:.0f} s")
 
-    # ---- final test with the best epoch's model
+    # ---- final test with the best epoch's model (and, with whiten_dim, whitened: the
+    # same pooled descriptors, so the test images are extracted once)
     test = test_whitened = None
     best_model = load_model(best_path).to(device)
-    if test_split is not None:
-        test = _public(evaluate(best_model, test_split), ranks=True)
-        log(f"test (best epoch {best['epoch']}): R@1/5/10 {_recall_line(test)}"
-            + (f" (untrained {_recall_line(test_untrained)})" if test_untrained else ""))
+    use_channels_last(best_model.base, cfg.channels_last)
+    whitened = None
     if cfg.whiten_dim:
-        best_model = _whiten(best_model, cfg, train_split, device)
-        atomic_torch_save({"config": best_model.config, "state_dict": best_model.state_dict(),
+        whitened = fit_whitening(best_model, train_split.db_paths, cfg.whiten_dim, cfg.image_size, cfg.eval_batch_size,
+                                 device, cfg.num_workers, cfg.whiten_fit_images, cfg.seed)
+        atomic_torch_save({"config": whitened.config, "state_dict": whitened.state_dict(),
                            "epoch": best["epoch"]}, out_dir / "best_whitened.pt")
-        if test_split is not None:
-            test_whitened = _public(evaluate(best_model, test_split), ranks=True)
-            log(f"test (best epoch, PCA-whitened to {cfg.whiten_dim}-D): R@1/5/10 {_recall_line(test_whitened)}")
+    for name, split in ([(None, test_split)] if test_split is not None else []) + list(other_tests.items()):
+        plain = evaluate(best_model, split, keep_pooled=whitened is not None)
+        white = _public(evaluate(whitened, split, pooled=plain.pop("pooled")), ranks=True) if whitened else None
+        plain = _public(plain, ranks=True)
+        if name is None:
+            test, test_whitened = plain, white
+        else:
+            others[name].update(trained=plain, whitened=white)
+        untrained = test_untrained if name is None else others[name]["untrained"]
+        log(f"test {split.name} (best epoch {best['epoch']}): R@1/5/10 {_recall_line(plain)}"
+            + (f" (untrained {_recall_line(untrained)})" if untrained else "")
+            + (f"; PCA-whitened to {cfg.whiten_dim}-D: {_recall_line(white)}" if white else ""))
+    if whitened is not None:
+        best_model = whitened
     wall = time.perf_counter() - wall_start
     record("complete", test=test, test_whitened=test_whitened)
     log(f"wall time {wall:.0f} s, peak RSS {peak_rss_mib():.0f} MiB; record: {record_path}")
@@ -345,16 +400,11 @@ def _public(result: dict, ranks: bool = False) -> dict:
     return out
 
 
-def _whiten(model, cfg: TrainConfig, train_split, device):
-    """A copy of ``model`` with PCA whitening fitted on training database
-    descriptors (at most ``whiten_fit_images`` random images; authors: 10k)."""
-    paths = train_split.db_paths
-    if len(paths) > cfg.whiten_fit_images:
-        idx = np.sort(np.random.default_rng(cfg.seed).choice(len(paths), cfg.whiten_fit_images, replace=False))
-        paths = [paths[i] for i in idx]
-    desc = extract_descriptors(model, paths, cfg.image_size, cfg.eval_batch_size, device, cfg.num_workers,
-                               whiten=False, desc="whitening: training database")
-    out = copy.deepcopy(model)
-    out.whitening = PCAWhitening(model.pooled_dim, cfg.whiten_dim).to(device).fit(desc)
-    out.config = {**model.config, "whiten_dim": cfg.whiten_dim}
+def _describe_test_sets(splits: dict) -> dict:
+    """Where each extra test set comes from, for the record (synthetic: generated by repro)."""
+    out = {}
+    for name, s in splits.items():
+        root = Path(s.meta["data_root"])
+        out[name] = {"dataset": s.meta["dataset"], "split": s.meta["split"], "data_root": str(root),
+                     "synthetic": synthetic_manifest(root) is not None, "num_db": s.num_db, "num_q": s.num_q}
     return out

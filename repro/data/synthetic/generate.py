@@ -96,7 +96,19 @@ def _render_task(task):
     return kind, idx, stats
 
 
-def _run_tasks(tasks, cfg, seed, workers, log):
+def _cache_city(city: City, cfg: CityConfig, seed: int) -> None:
+    """Hand an already built city to :func:`_init_worker` (this process and
+    forked workers then skip rebuilding it)."""
+    global _CITY, _CITY_KEY
+    _CITY, _CITY_KEY = city, (cfg.config_hash(), seed)
+
+
+def _run_tasks(tasks, cfg, seed, workers, log, task_fn=None):
+    """Render ``tasks`` with ``task_fn`` (default :func:`_render_task`), in
+    ``workers`` processes; returns {(kind, idx): render stats}. ``task_fn``
+    must be a module-level function (pickled to the workers) returning
+    ``(kind, idx, stats)`` and reading the city from ``_CITY``."""
+    task_fn = task_fn or _render_task
     results = {}
     n = len(tasks)
     t0 = time.perf_counter()
@@ -109,7 +121,7 @@ def _run_tasks(tasks, cfg, seed, workers, log):
     if workers <= 1 or n < 64:
         _init_worker(cfg, seed)
         for i, t in enumerate(tasks):
-            kind, idx, stats = _render_task(t)
+            kind, idx, stats = task_fn(t)
             results[(kind, idx)] = stats
             note(i)
         return results
@@ -117,7 +129,7 @@ def _run_tasks(tasks, cfg, seed, workers, log):
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     chunk = max(4, n // (workers * 16))
     with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg, seed)) as pool:
-        for i, (kind, idx, stats) in enumerate(pool.imap_unordered(_render_task, tasks, chunksize=chunk)):
+        for i, (kind, idx, stats) in enumerate(pool.imap_unordered(task_fn, tasks, chunksize=chunk)):
             results[(kind, idx)] = stats
             note(i)
     return results
@@ -140,6 +152,15 @@ def _fmt(v) -> str:
     if isinstance(v, (float, np.floating)):
         return f"{float(v):.10g}"
     return str(v)
+
+
+def save_city_layout(path: Path, city: City, utm_offset=UTM_OFFSET) -> None:
+    """Building footprints, streets and split regions of ``city`` (for maps),
+    with the UTM offset that turns its local metres into the .mat positions."""
+    np.savez(path, bx0=city.bx0, bx1=city.bx1, by0=city.by0, by1=city.by1,
+             bh=city.bh, bstyle=city.bstyle, bkind=city.bkind, vstreets=city.vstreets,
+             hstreets=city.hstreets, extent=np.array(city.extent), utm_offset=np.array(utm_offset),
+             regions=np.array([city.regions[s] for s in SPLITS]))
 
 
 def _generate(out: Path, cfg: CityConfig, seed: int, workers: int, log) -> dict:
@@ -243,10 +264,7 @@ def _generate(out: Path, cfg: CityConfig, seed: int, workers: int, log) -> dict:
         counts[split] = {"places": len(p["places"]), "database": len(p["db_fns"]),
                          "queries": len(p["q_fns"]), "queries_with_db_within_10m": p["within10"],
                          "conditions": conds}
-    np.savez(out / "city_layout.npz", bx0=city.bx0, bx1=city.bx1, by0=city.by0, by1=city.by1,
-             bh=city.bh, bstyle=city.bstyle, bkind=city.bkind, vstreets=city.vstreets,
-             hstreets=city.hstreets, extent=np.array(city.extent), utm_offset=np.array(UTM_OFFSET),
-             regions=np.array([city.regions[s] for s in SPLITS]))
+    save_city_layout(out / "city_layout.npz", city)
     timings["total_s"] = time.perf_counter() - t0
     return {"counts": counts, "timings": timings, "n_buildings": int(city.n_buildings)}
 
@@ -274,16 +292,9 @@ def make_synthetic_city(root: str | os.PathLike | None = None, preset: str | Cit
         if log:
             log(f"reusing synthetic city at {root}")
         return root
-    if root.exists():
-        if not root.is_dir():
-            raise DatasetError(f"{root}: exists and is not a folder; cannot write a synthetic city there")
-        if man is None and any(root.iterdir()):
-            raise DatasetError(f"{root}: folder exists, is not empty and has no synthetic-city manifest.json; "
-                               "refusing to overwrite it (choose another folder or empty it)")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    _refuse_foreign(root, man)
+
+    def write(tmp: Path) -> dict:
         nw = _n_workers(cfg, workers)
         info = _generate(tmp, cfg, seed, nw, log)
         manifest = {
@@ -295,6 +306,37 @@ def make_synthetic_city(root: str | os.PathLike | None = None, preset: str | Cit
         }
         with open(tmp / "manifest.json", "w") as f:
             json.dump(manifest, f, indent=2)
+        return manifest
+
+    manifest = _write_atomically(root, write, lambda: _is_complete(root, _read_manifest(root), cfg, seed))
+    if log:
+        t = manifest["timings"]
+        log(f"wrote {root} in {t['total_s']:.1f} s ({t['ms_per_image']:.1f} ms/image/worker)")
+    return root
+
+
+def _refuse_foreign(root: Path, man: dict | None) -> None:
+    """DatasetError unless ``root`` is absent, an empty folder, or holds a
+    synthetic-city manifest (ours to overwrite)."""
+    if root.exists():
+        if not root.is_dir():
+            raise DatasetError(f"{root}: exists and is not a folder; cannot write a synthetic city there")
+        if man is None and any(root.iterdir()):
+            raise DatasetError(f"{root}: folder exists, is not empty and has no synthetic-city manifest.json; "
+                               "refusing to overwrite it (choose another folder or empty it)")
+
+
+def _write_atomically(root: Path, write, is_complete):
+    """``write(tmp)`` into a fresh temporary sibling of ``root`` (it writes the
+    manifest last), then swap it in for ``root``; returns what ``write``
+    returns. An interruption or error removes the temporary folder and leaves
+    ``root`` as it was. ``is_complete()`` tells whether a concurrent run that
+    renamed its own folder into place first left a complete dataset (kept)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        result = write(tmp)
         # swap in: old (if any) aside, new into place, old removed
         old = None
         if root.exists():
@@ -304,7 +346,7 @@ def make_synthetic_city(root: str | os.PathLike | None = None, preset: str | Cit
             os.rename(tmp, root)
         except OSError:
             # someone else finished first; keep theirs if it is complete
-            if _is_complete(root, _read_manifest(root), cfg, seed):
+            if is_complete():
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
                 raise
@@ -313,10 +355,7 @@ def make_synthetic_city(root: str | os.PathLike | None = None, preset: str | Cit
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if log:
-        t = manifest["timings"]
-        log(f"wrote {root} in {t['total_s']:.1f} s ({t['ms_per_image']:.1f} ms/image/worker)")
-    return root
+    return result
 
 
 def load_query_conditions(root: str | os.PathLike, split: str):
