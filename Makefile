@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # or busy machine, spinning made torch's 2-thread CPU runs 4-12x slower.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: repro figures smoke test install clean-venv bench
+.PHONY: repro figures smoke rehearsal test install clean-venv bench
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,15 @@ figures: $(STAMP)
 # Every notebook on the tiny city (<= 5 minutes); writes under cache/smoke/.
 smoke: $(STAMP)
 	$(PY) -m repro.pipeline --profile smoke $(ARGS)
+
+# The paper profile rehearsed on 2 CPU cores (<= 25 minutes): the same notebooks
+# and settings with only counts shrunk, on synthetic data in the exact layouts
+# of Pittsburgh / Tokyo (params/rehearsal.yaml); writes under cache/rehearsal/.
+# Then measures this CPU's extraction and training throughput (about a minute)
+# into results/throughput/cpu.json, which prices `--profile paper --list`.
+rehearsal: $(STAMP)
+	$(PY) -m repro.pipeline --profile rehearsal $(ARGS)
+	$(PY) -m repro.costs measure --device cpu --source "make rehearsal"
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -404,12 +404,15 @@ def images_available(split, sample: int = 20) -> bool:
 
 
 def query_groups(dataset: str, root, split: str):
-    """Per-query capture condition (synthetic city), else None."""
-    if dataset != "synthetic":
-        return None
+    """Per-query capture condition on generated data (the synthetic city, or
+    its rehearsal copies in the real layouts: ``ROOT/synthetic/``), else None."""
     from repro.data.synthetic import load_query_conditions
 
-    return load_query_conditions(root, split)["condition"].to_numpy()
+    if dataset == "synthetic":
+        return load_query_conditions(root, split)["condition"].to_numpy()
+    if is_synthetic(dataset, root):
+        return load_query_conditions(Path(root) / "synthetic", split)["condition"].to_numpy()
+    return None
 
 
 def data_overview(dataset: str = "synthetic", data_root=None, synthetic_preset: str = "default",
@@ -446,7 +449,7 @@ def data_overview(dataset: str = "synthetic", data_root=None, synthetic_preset: 
                      "images_available": images})
     counts = pd.DataFrame(rows)
     conditions = None
-    if dataset == "synthetic":
+    if is_synthetic(dataset, root):
         conditions = pd.DataFrame({s: pd.Series(query_groups(dataset, root, s)).value_counts()
                                    for s in splits}).fillna(0).astype(int)
         conditions.index.name = "condition"
@@ -865,7 +868,7 @@ def run_fmax_output_size(grids=(1, 2, 3, 4, 5), whiten_dims=(1024, 512, 256, 128
 def train_config(dataset="synthetic", data_root=None, synthetic_preset="default", city_seed=0, backbone="alexnet",
                  weights=None, pooling="netvlad", image_size=None, epochs=None, device="cpu", seed=0, num_clusters=None,
                  whiten_dim=None, results_dir=None, cache_dir=None, run_name=None, assignment=None,
-                 options: dict | None = None):
+                 options: dict | None = None, check: bool = True):
     """A :class:`repro.train.TrainConfig` from the notebooks' parameters:
     ``TrainConfig.synthetic_default`` on the synthetic city, else
     ``TrainConfig.paper``; ``options`` sets any other field."""
@@ -893,7 +896,7 @@ def train_config(dataset="synthetic", data_root=None, synthetic_preset="default"
                                             data_root=str(data_root) if data_root else None, **fields)
     else:
         cfg = TrainConfig.paper(dataset=dataset, data_root=str(resolve_root(dataset, data_root)), **fields)
-    return check_train_config(cfg)
+    return check_train_config(cfg) if check else cfg.validate()
 
 
 # the notebook parameters that go into a training run's TrainConfig (02, and 03 with train=True)
@@ -910,12 +913,14 @@ def planned_train_configs(notebook: str, params: dict) -> list:
     kw = {k: params[k] for k in TRAIN_PARAMS if k in params}
     if stem == "02":
         return [train_config(pooling=p, results_dir=params.get("results_dir"), cache_dir=params.get("cache_dir"),
-                             options=params.get("train_options"), **kw) for p in params.get("poolings", [])]
+                             options=params.get("train_options"), check=False, **kw)
+                for p in params.get("poolings", [])]
     if stem == "03" and params.get("train") and params.get("alpha") not in (None, "rule"):
         kw.pop("whiten_dim", None)
         return [train_config(pooling="netvlad", results_dir=params.get("results_dir"),
                              cache_dir=params.get("train_cache_dir"),
-                             options={"alpha": float(params["alpha"]), **(params.get("train_options") or {})}, **kw)]
+                             options={"alpha": float(params["alpha"]), **(params.get("train_options") or {})},
+                             check=False, **kw)]
     return []
 
 
@@ -934,9 +939,27 @@ def check_train_config(cfg):
     return cfg
 
 
-def train_rows(record: dict) -> list[dict]:
+def record_test_sets(record: dict) -> list[dict]:
+    """Where a trainer record was tested: its own test split (``test_set``
+    None) and every ``test_on`` set (e.g. Tokyo 24/7 for a TokyoTM run), each
+    ``{"test_set", "dataset" (label), "split", "synthetic"}``."""
+    cfg = record.get("config") or {}
+    from repro.results import _train_dataset_label
+
+    out = []
+    if record.get("test") or record.get("test_untrained"):
+        out.append({"test_set": None, "dataset": _train_dataset_label(record), "split": cfg.get("test_split") or "test",
+                    "synthetic": bool(record.get("synthetic", False))})
+    for name, t in (record.get("test_on") or {}).items():
+        out.append({"test_set": name, "dataset": dataset_label(t["dataset"], data_root=t.get("data_root")),
+                    "split": t.get("split", "test"), "synthetic": bool(t.get("synthetic", False))})
+    return out
+
+
+def train_rows(record: dict, test_set: str | None = None) -> list[dict]:
     """Tidy recall rows of a trainer record: untrained (epoch 0), trained
-    (best epoch) and, if present, trained + PCA whitening."""
+    (best epoch) and, if present, trained + PCA whitening; on the run's own
+    test split, or with ``test_set`` on that ``test_on`` set."""
     from repro.model.backbone import backbone_channels
 
     mc = record.get("model_config") or {}
@@ -952,11 +975,14 @@ def train_rows(record: dict) -> list[dict]:
         dim, alpha = d * gh * gw, None
     grid = None if pooling == "netvlad" else "x".join(str(v) for v in mc.get("fmax_output_size", [1, 1]))
     out = []
+    source = record if test_set is None else {f"test{k}": v for k, v in (
+        ("_untrained", record["test_on"][test_set].get("untrained")), ("", record["test_on"][test_set].get("trained")),
+        ("_whitened", record["test_on"][test_set].get("whitened")))}
     for key, trained, whitened, dm, variant in (
             ("test_untrained", False, False, dim, "off-the-shelf"),
             ("test", True, False, dim, "trained"),
             ("test_whitened", True, True, cfg.get("whiten_dim"), "trained + PCA-whitening")):
-        res = record.get(key)
+        res = source.get(key)
         if not res:
             continue
         for n, v in res["recall"].items():
@@ -996,12 +1022,14 @@ def run_training(poolings=("netvlad", "fmax"), reuse_existing: bool = True, resu
 
 def training_table(records: list[dict]) -> pd.DataFrame:
     """Recall@N of every trainer record, tidy (one row per model and N)."""
+    from repro.results import _train_dataset_label
+
     rows = []
     for rec in records:
-        for r in train_rows(rec):
-            rows.append({"dataset": dataset_label(rec["dataset"], rec["config"].get("synthetic_preset", "default"),
-                                                  rec["config"].get("city_seed", 0), rec.get("data_root")),
-                         "synthetic": rec.get("synthetic", False), "run": rec["run_name"], **r})
+        for t in record_test_sets(rec):
+            for r in train_rows(rec, t["test_set"]):
+                rows.append({"dataset": t["dataset"], "split": t["split"], "synthetic": t["synthetic"],
+                             "trained_on": _train_dataset_label(rec), "run": rec["run_name"], **r})
     return pd.DataFrame(rows)
 
 

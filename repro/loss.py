@@ -30,9 +30,13 @@ paper/code doesn't sqrt() the distances, we do, so sqrt() the margin"):
   of date.
 * Reduction. The port sums over all (query, negative) triplets of a batch and
   divides by the number of negatives, i.e. averages over triplets. Here
-  "sum" (default) sums over tuples without normalising, as the authors' code
-  does (so the effective learning rate scales with the batch size and the
-  number of violating negatives); "mean" averages over tuples, not triplets.
+  "sum" (default) sums over tuples; "mean" averages over tuples, not
+  triplets. The authors' trainWeakly.m does normalise, but the gradient, not
+  the loss: the update divides the batch's summed gradient by its number of
+  violating triplets (``- (1 / thisBatchSize) * dzdw`` with ``thisBatchSize=
+  sum(numTriplets)``). The trainer does exactly that on top of "sum"
+  (``TrainConfig.loss_normalization="violating"``, the default; see
+  :mod:`repro.train.loop`).
 * Same: the hinge max(., 0), the per-tuple sum over negatives (before the
   port's normalisation), p = 2 Euclidean distances, gradient only through
   negatives that violate the margin.

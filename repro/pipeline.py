@@ -226,7 +226,9 @@ def plan(profile: dict) -> list[Run]:
             params.setdefault("reuse_existing", True)
         params = _expand(params)
         abs_params = {k: (_abs(v, root) if k in PATH_KEYS and v is not None else v) for k, v in params.items()}
+        abs_params = _test_on_paths(abs_params, lambda v: _abs(v, root))
         nb_params = {k: (_for_notebook(v) if k in PATH_KEYS and v is not None else v) for k, v in abs_params.items()}
+        nb_params = _test_on_paths(nb_params, _for_notebook)
         requires = [_abs(_expand(r), root) for r in (entry.get("requires") or [])]
         name = entry.get("name", nb)
         sweep = entry.get("sweep") or {}
@@ -244,6 +246,20 @@ def plan(profile: dict) -> list[Run]:
         else:
             runs.append(Run(nb, name, nb_params, abs_params, requires))
     return runs
+
+
+def _test_on_paths(params: dict, fix) -> dict:
+    """The data roots inside ``train_options.test_on`` ("DATASET:ROOT[:SPLIT]") through ``fix``, as other paths."""
+    opts = params.get("train_options")
+    if not isinstance(opts, dict) or not isinstance(opts.get("test_on"), list):
+        return params
+    from repro.data.datasets import parse_dataset_spec
+
+    specs = []
+    for spec in opts["test_on"]:
+        dataset, root, split = parse_dataset_spec(spec, default_split="test", what="train_options.test_on")
+        specs.append(f"{dataset}:{fix(root)}:{split}")
+    return {**params, "train_options": {**opts, "test_on": specs}}
 
 
 def _tag(v) -> str:
@@ -528,6 +544,11 @@ def run_profile(profile_name: str, force: bool = False, only: list[str] | None =
         if measured and not list_only:
             _save_runtimes(profile, measured, names, wall, complete and not only, not_available, caches)
     if list_only:
+        from repro.costs import format_costs, load_throughput, profile_costs
+
+        stages, memory = profile_costs(runs)
+        log("\nWhat it costs (image passes through the network, per stage):\n"
+            + format_costs(stages, memory, load_throughput()))
         return 0
     finish(profile, log)
     log(f"profile {profile['name']} finished in {time.perf_counter() - start:.0f} s")

@@ -347,9 +347,14 @@ def figure_training(results_dir, figures_dir, dataset_name: str, records=None):
     if not records:
         return None, []
     table = training_table(records)
+    if table.empty:
+        return None, []
+    tested = table["dataset"].iloc[0]  # the runs' own test split, else their first test_on set (TokyoTM: Tokyo 24/7)
+    table = table[table["dataset"] == tested]
     synthetic = bool(table["synthetic"].iloc[0])
+    where = "test split" if tested == dataset_name else f"trained on {dataset_name}, tested on {tested}"
     fig = plot_training_results(table, training_history(records), synthetic=synthetic,
-                                title=f"{dataset_name}: test split")
+                                title=f"{dataset_name}: {where}")
     return fig, save_figure(fig, figures_dir, f"train_{dataset_name}")
 
 

@@ -158,7 +158,7 @@ def collect_summary(results_dir=None) -> pd.DataFrame:
     Reads ``train/*.json`` (complete trainer records), ``alpha_sweep/*.json``,
     ``fmax_output_size/*.json`` and ``calibration/*.csv`` (overall rows).
     """
-    from repro.experiments import train_rows
+    from repro.experiments import record_test_sets, train_rows
 
     results = Path(results_dir) if results_dir else repo_root() / "results"
     base = results.parent
@@ -174,9 +174,9 @@ def collect_summary(results_dir=None) -> pd.DataFrame:
         rec = _read_json(p)
         if not rec or rec.get("status") != "complete":
             continue
-        add(train_rows(rec), "train", _train_dataset_label(rec), rec["config"].get("test_split") or "test",
-            rec.get("synthetic", False), rec.get("seed"), p, rec.get("git_commit"), rec.get("run_name"),
-            config_id(rec.get("config", {})))
+        for t in record_test_sets(rec):  # its own test split, and any test_on set (Tokyo 24/7 for TokyoTM)
+            add(train_rows(rec, t["test_set"]), "train", t["dataset"], t["split"], t["synthetic"], rec.get("seed"), p,
+                rec.get("git_commit"), rec.get("run_name"), config_id(rec.get("config", {})))
     for exp in ("alpha_sweep", "fmax_output_size"):
         for p in sorted((results / exp).glob("*.json")):
             rec = _read_json(p)

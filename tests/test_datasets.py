@@ -174,3 +174,20 @@ def test_real_pittsburgh_metadata_via_load_split():
     assert split.q_paths[0] == root / "queries_real" / "000" / "000546_pitch1_yaw1.jpg"
     with pytest.raises(DatasetError, match=r"10000 of 10000 pitts30k test database images \(under .*\) are missing"):
         load_split("pitts30k", root, "test")  # no images in ../shared
+
+
+def test_tokyo247_database_as_png_where_the_mat_lists_jpg(tmp_path):
+    """The Tokyo 24/7 archives hold .png files under the .mat's .jpg names: the loader takes them."""
+    from repro.data.synthetic import make_layout_city
+
+    root = make_layout_city(tmp_path / "t", "tokyo247", preset="tiny", places=2, query_places=1,
+                            image_size=(48, 64), workers=1)
+    jpg = load_split("tokyo247", root, "test")
+    for p in jpg.db_paths[:12]:  # one panorama converted, as the archives have it
+        p.rename(p.with_suffix(".png"))
+    got = load_split("tokyo247", root, "test")
+    assert [p.suffix for p in got.db_paths] == [".png"] * 12 + [".jpg"] * (jpg.num_db - 12)
+    assert [p.with_suffix("") for p in got.db_paths] == [p.with_suffix("") for p in jpg.db_paths]
+    got.db_paths[12].unlink()  # a file absent in both forms is still an error
+    with pytest.raises(DatasetError, match="1 of"):
+        load_split("tokyo247", root, "test")

@@ -63,7 +63,9 @@ def test_profiles_plan(monkeypatch):
         pipeline.plan(pipeline.load_profile("paper"))
     monkeypatch.setenv("PITTSBURGH_ROOT", "/data/pittsburgh")
     runs = pipeline.plan(pipeline.load_profile("paper"))
-    assert {r.params.get("backbone") for r in runs if r.notebook == "02_train"} == {"vgg16", "alexnet"}
+    assert {r.params.get("backbone") for r in runs if r.notebook == "02_train" and not r.unavailable} == {
+        "vgg16", "alexnet"}
+    assert [r.name for r in runs if r.unavailable] == ["02_train_tokyoTM"]  # TOKYOTM_ROOT unset: listed, skipped
     assert all(r.params.get("data_root") == "/data/pittsburgh" for r in runs if "data_root" in r.params)
 
 

@@ -291,6 +291,9 @@ def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
     ("tokyo247", {"views_per_query_place": 4}, "views_per_query_place"),
     ("tokyoTM", {"captures": 1}, "captures"),
     ("tokyoTM", {"query_places": 3}, "query_places"),
+    ("tokyo247", {"views_per_place": 6}, "views_per_place"),
+    ("pittsburgh", {"views_per_place": 25}, "views_per_place"),
+    ("tokyoTM", {"views_per_place": 2, "views_per_query_place": 3}, "views_per_query_place"),
     ("tokyoTM", {"image_size": (48,)}, "image_size"),
     ("tokyoTM", {"height": 48}, "image_size"),
     ("tokyoTM", {"image_size": (8, 8)}, "too small"),
@@ -312,3 +315,17 @@ def test_cli_layout(tmp_path, capsys):
     assert load_split("tokyo247", root, "test").num_q == 3
     assert main([str(tmp_path / "bad"), "--layout", "pittsburgh", "--preset", "tiny", "--places", "1", "-q"]) == 2
     assert "places" in capsys.readouterr().err
+
+
+def test_fewer_views_per_place_keep_the_real_names_and_order(tmp_path):
+    """A rehearsal shrinks the database with views_per_place: evenly spread views, real names, real order."""
+    root = _make(tmp_path / "p", "pittsburgh", views_per_place=8)
+    split = load_split("pitts30k", root, "train")
+    views = [(int(m[3]), int(m[4])) for m in (PITTS_NAME.match(f) for f in split.dbstruct.db_image_fns)]
+    assert split.num_db == 2 * 8 and all(PITTS_NAME.match(f) for f in split.dbstruct.db_image_fns)
+    assert views[:8] == [(1, 1), (1, 4), (1, 7), (1, 10), (2, 1), (2, 4), (2, 7), (2, 10)] == views[8:]
+    tm = _make(tmp_path / "tm", "tokyoTM", views_per_place=6, views_per_query_place=2)
+    s = load_split("tokyoTM", tm, "train")
+    yaws = sorted({int(TM_NAME.match(f)[4]) for f in s.dbstruct.db_image_fns})
+    assert s.num_db == 2 * 3 * 6 and yaws == [0, 60, 120, 180, 240, 300]
+    assert set(s.dbstruct.q_image_fns) <= set(s.dbstruct.db_image_fns)

@@ -86,6 +86,8 @@ def test_record_and_checkpoints_of_a_run(uninterrupted):
     out, result = uninterrupted
     record = json.loads((out / "record.json").read_text())
     assert record["status"] == "complete" and record["seed"] == 0
+    assert record["run_name"] == result.run_name and record["run_name"].endswith("_alexnet_netvlad_seed0")
+    assert record["test_on"] == {}
     assert record["config"]["epochs"] == 3 and record["config"]["lr"] == 1e-3
     assert "git_commit" in record and record["peak_rss_mib"] > 0 and record["wall_seconds"] > 0
     assert [e["epoch"] for e in record["epochs"]] == [0, 1, 2, 3]

@@ -264,6 +264,20 @@ def check_evaluable(split: PlaceSplit) -> int:
     return int((n_pos == 0).sum())
 
 
+def _png_where_jpg_is_absent(paths: list[Path]) -> list[Path]:
+    """Tokyo 24/7's .mat lists its database as .jpg, while the archives of the
+    database (database_gsv_vga) hold .png files of the same names (as a public
+    converter, gmberton/datasets_vg, assumes): take the .png where the .jpg
+    is absent and the .png is there; everything else stays (and is reported
+    missing by the image check if it is)."""
+    out = []
+    for p in paths:
+        if p.suffix.lower() == ".jpg" and not p.exists() and p.with_suffix(".png").exists():
+            p = p.with_suffix(".png")
+        out.append(p)
+    return out
+
+
 def load_split(
     dataset: str,
     data_root: str | os.PathLike,
@@ -312,6 +326,8 @@ def load_split(
     db_root, q_root = root / layout.db_root, root / layout.q_root
     db_paths = [db_root / f for f in db.db_image_fns]
     q_paths = [q_root / f for f in db.q_image_fns]
+    if dataset == "tokyo247" and check_files:
+        db_paths = _png_where_jpg_is_absent(db_paths)
     if check_files:
         # one stat per file here; repro.evaluate.check_split_images reads headers before long work
         check_images(db_paths, what=f"{dataset} {split} database images (under {db_root})", headers=False)

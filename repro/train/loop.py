@@ -99,7 +99,7 @@ def train_epoch(model, optimizer, miner: HardNegativeMiner, cache, split, images
     num_batches = len(order) // cfg.batch_size
     params = [p for p in model.parameters() if p.requires_grad]
     stats = dict(epoch=epoch, num_batches=num_batches, queries=0, skipped=0, tuples=0, violating_mined=0,
-                 violating_now=0, loss_sum=0.0, updates=0, cache_refreshes=0)
+                 violating_now=0, loss_sum=0.0, updates=0, cache_refreshes=0, tuple_images=0)
     model.train()
     bar = progress_bar(num_batches, f"epoch {epoch}", cfg.progress)
     for b in range(num_batches):
@@ -124,7 +124,9 @@ def train_epoch(model, optimizer, miner: HardNegativeMiner, cache, split, images
         optimizer.zero_grad(set_to_none=True)
         batch_violating = 0
         for t in mined.tuples:
-            desc = forward_images(model, images.load(t), device)
+            batch = images.load(t)
+            stats["tuple_images"] += len(batch)  # forward and backward (for repro.costs' count)
+            desc = forward_images(model, batch, device)
             loss, num_violating = tuple_loss(desc, len(t.positives), cfg.margin, cfg.exclude_very_hard)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(f"the training loss is {loss.item()} at epoch {epoch}, batch {b + 1} "

@@ -263,8 +263,8 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
     history: list[dict] = []
     best = {"epoch": 0, "score": -math.inf}
     test_untrained = None
-    others = {name: {**spec, "untrained": None, "trained": None, "whitened": None}
-              for name, spec in _describe_test_sets(other_tests).items()}
+    others = {set_name: {**spec, "untrained": None, "trained": None, "whitened": None}
+              for set_name, spec in _describe_test_sets(other_tests).items()}
     start_epoch = 1
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])
@@ -316,8 +316,8 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
         if cfg.eval_untrained and test_split is not None:
             test_untrained = _public(evaluate(model, test_split), ranks=True)
         if cfg.eval_untrained:
-            for name, split in other_tests.items():
-                others[name]["untrained"] = _public(evaluate(model, split), ranks=True)
+            for set_name, split in other_tests.items():
+                others[set_name]["untrained"] = _public(evaluate(model, split), ranks=True)
         history = [{"epoch": 0, "val": _public(val0)}]
         log(f"epoch 0 (untrained): val R@1/5/10 {_recall_line(val0)}"
             + (f", test R@1/5/10 {_recall_line(test_untrained)}" if test_untrained else ""))
@@ -367,15 +367,15 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
                                  device, cfg.num_workers, cfg.whiten_fit_images, cfg.seed)
         atomic_torch_save({"config": whitened.config, "state_dict": whitened.state_dict(),
                            "epoch": best["epoch"]}, out_dir / "best_whitened.pt")
-    for name, split in ([(None, test_split)] if test_split is not None else []) + list(other_tests.items()):
+    for set_name, split in ([(None, test_split)] if test_split is not None else []) + list(other_tests.items()):
         plain = evaluate(best_model, split, keep_pooled=whitened is not None)
         white = _public(evaluate(whitened, split, pooled=plain.pop("pooled")), ranks=True) if whitened else None
         plain = _public(plain, ranks=True)
-        if name is None:
+        if set_name is None:
             test, test_whitened = plain, white
         else:
-            others[name].update(trained=plain, whitened=white)
-        untrained = test_untrained if name is None else others[name]["untrained"]
+            others[set_name].update(trained=plain, whitened=white)
+        untrained = test_untrained if set_name is None else others[set_name]["untrained"]
         log(f"test {split.name} (best epoch {best['epoch']}): R@1/5/10 {_recall_line(plain)}"
             + (f" (untrained {_recall_line(untrained)})" if untrained else "")
             + (f"; PCA-whitened to {cfg.whiten_dim}-D: {_recall_line(white)}" if white else ""))

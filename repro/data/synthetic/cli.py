@@ -31,6 +31,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     g.add_argument("--places", type=int, default=None, help="database places per split (default 10)")
     g.add_argument("--query-places", type=int, default=None, help="query places per split")
     g.add_argument("--views", type=int, default=None, help="images per query place")
+    g.add_argument("--views-per-place", type=int, default=None,
+                   help="database views per place (pittsburgh: of 24, tokyoTM: cut-outs of 12; default all)")
     g.add_argument("--captures", type=int, default=None, help="tokyoTM: capture times per place (default 3)")
     g.add_argument("--image-size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"),
                    help="image height and width in pixels (default 480 640)")
@@ -43,6 +45,7 @@ def run_layout(args) -> int:
     root = make_layout_city(args.root, args.layout, preset=args.preset, seed=args.seed,
                             places=args.places, query_places=args.query_places,
                             views_per_query_place=args.views, captures=args.captures,
+                            views_per_place=args.views_per_place,
                             image_size=tuple(args.image_size), dataset_name=args.dataset_name,
                             force=args.force, workers=args.workers, verbose=not args.quiet)
     man = json.loads((root / "manifest.json").read_text())

@@ -166,7 +166,7 @@ def _count(value, what: str, lo: int, hi: int | None = None) -> int:
 
 
 def _resolve(layout, preset, seed, places, query_places, views, captures, image_size, dataset_name,
-             overrides) -> tuple[dict, CityConfig]:
+             overrides, db_views=None) -> tuple[dict, CityConfig]:
     """Validate the arguments (ConfigError) and fill in the layout's defaults.
     Returns the normalised request (JSON types; what the manifest records
     and reuse compares) and the city config."""
@@ -181,8 +181,11 @@ def _resolve(layout, preset, seed, places, query_places, views, captures, image_
     if query_places is None:
         query_places = spec.query_places or places
     query_places = _count(query_places, "query_places", 1, places if layout == "tokyoTM" else None)
+    full = 2 * N_YAWS if layout == "pittsburgh" else N_YAWS
+    db_views = _count(full if db_views is None else db_views, "views_per_place",
+                      full if layout == "tokyo247" else 1, full)  # Tokyo 24/7's loader needs 12 per panorama
     views = _count(spec.views if views is None else views, "views_per_query_place",
-                   spec.max_views if layout == "tokyo247" else 1, spec.max_views)
+                   spec.max_views if layout == "tokyo247" else 1, db_views if layout == "tokyoTM" else spec.max_views)
     if layout == "tokyoTM":
         captures = _count(3 if captures is None else captures, "captures (capture times per place)",
                           2, len(TM_TIME_STAMPS))
@@ -198,7 +201,7 @@ def _resolve(layout, preset, seed, places, query_places, views, captures, image_
     cfg = get_config(preset, height=h, width=w, **overrides)
     req = {
         "layout": layout, "dataset_name": name, "seed": int(seed),
-        "places": places, "query_places": query_places, "views_per_query_place": views,
+        "places": places, "views_per_place": db_views, "query_places": query_places, "views_per_query_place": views,
         "captures": captures, "image_size_hw": [h, w],
         "generator_version": GENERATOR_VERSION, "layout_version": LAYOUT_VERSION,
         "config_hash": cfg.config_hash(),
@@ -345,6 +348,15 @@ def _camera_row(cam: Camera, light: Light, size: tuple[int, int]) -> dict:
             "blur_sigma": light.blur, "lit_windows": light.lit_frac}
 
 
+def _kept_views(n: int, full: int, per_pitch: int) -> list[tuple[int, int]]:
+    """(pitch, yaw), 1-based, of ``n`` of a place's ``full`` views, evenly
+    spread in the real order (pitch1 yaw1..12, pitch2 yaw1..12): all of them
+    by default; fewer only to shrink a rehearsal (the names keep the real
+    numbering, e.g. yaw1, yaw4, yaw7, yaw10 of each pitch for 8 of 24)."""
+    keep = np.unique(np.floor(np.arange(n) * full / n).astype(int))
+    return [(int(v) // per_pitch + 1, int(v) % per_pitch + 1) for v in keep]
+
+
 def _pitts_name(pid: int, pitch: int, yaw: int) -> str:
     return f"{pid // 1000:03d}/{pid:06d}_pitch{pitch}_yaw{yaw}.jpg"
 
@@ -369,12 +381,12 @@ def _plan_pittsburgh(city: City, req: dict, seed: int) -> list[_SplitPlan]:
         for p, pid in enumerate(db_ids[si]):
             x, y = places[p, :2]
             light = db_light(cfg, city.sun_az, _rng(seed, li, si, 1, p))   # one capture per panorama
-            for pitch, tilt in enumerate(PITTS_TILTS, 1):
-                for yaw in range(1, N_YAWS + 1):
-                    cam = replace(db_camera(cfg, x, y, (phases[p] + YAW_STEP * (yaw - 1)) % 360.0), tilt=tilt)
-                    db_shots.append(_Shot(_pitts_name(pid, pitch, yaw), cam, light, size,
-                                          _seed(seed, li, si, 2, len(db_shots)),
-                                          {"place_id": int(pid), "pitch": pitch, "yaw": yaw}))
+            for pitch, yaw in _kept_views(req["views_per_place"], 2 * N_YAWS, N_YAWS):
+                cam = replace(db_camera(cfg, x, y, (phases[p] + YAW_STEP * (yaw - 1)) % 360.0),
+                              tilt=PITTS_TILTS[pitch - 1])
+                db_shots.append(_Shot(_pitts_name(pid, pitch, yaw), cam, light, size,
+                                      _seed(seed, li, si, 2, len(db_shots)),
+                                      {"place_id": int(pid), "pitch": pitch, "yaw": yaw}))
         conds = assign_conditions(cfg, Q, rng)
         targets = _cycled_targets(rng, P, Q)
         q_shots = []
@@ -466,8 +478,8 @@ def _plan_tokyo_tm(city: City, req: dict, seed: int) -> list[_SplitPlan]:
                 _, light = query_camera_and_light(cfg, cond, 0.0, 0.0, 0.0, city.sun_az, prng)
                 phase = float(prng.uniform(0, 360))
                 first[p].append(len(db_shots))
-                for k in range(N_YAWS):
-                    yaw = int(round(k * YAW_STEP))
+                for _, k1 in _kept_views(req["views_per_place"], N_YAWS, N_YAWS):
+                    yaw = int(round((k1 - 1) * YAW_STEP))
                     cam = db_camera(cfg, float(pos[c, 0]), float(pos[c, 1]), (phase + yaw) % 360.0)
                     db_shots.append(_Shot(f"images/{pid:05d}/{int(ts)}_{pid:05d}_{yaw:03d}.jpg", cam, light, size,
                                           _seed(seed, li, si, 2, len(db_shots)),
@@ -478,7 +490,7 @@ def _plan_tokyo_tm(city: City, req: dict, seed: int) -> list[_SplitPlan]:
         for p in np.sort(rng.choice(P, Q, replace=False)):
             qrng = _rng(seed, li, si, 3, p)
             c = int(qrng.integers(C))
-            q_of_db += [first[p][c] + int(k) for k in np.sort(qrng.choice(N_YAWS, V, replace=False))]
+            q_of_db += [first[p][c] + int(k) for k in np.sort(qrng.choice(req["views_per_place"], V, replace=False))]
         plans.append(_SplitPlan(split, spec.mat(req["dataset_name"], split), spec.q_root, db_shots, [],
                                 spec.utm_offset, q_of_db=q_of_db, db_time_stamp=np.array(stamps_db)))
     return plans
@@ -613,6 +625,7 @@ def default_layout_root(layout: str, preset: str = "default", seed: int = 0, dat
 def make_layout_city(root: str | os.PathLike | None, layout: str, preset: str | CityConfig = "default",
                      seed: int = 0, *, places: int | None = None, query_places: int | None = None,
                      views_per_query_place: int | None = None, captures: int | None = None,
+                     views_per_place: int | None = None,
                      image_size: tuple[int, int] = (480, 640), dataset_name: str | None = None,
                      force: bool = False, workers: int | None = None, verbose: bool = False,
                      **overrides) -> Path:
@@ -642,6 +655,11 @@ def make_layout_city(root: str | os.PathLike | None, layout: str, preset: str | 
             tokyo247: 3 (the only value); tokyoTM: distinct cut-outs of one
             randomly chosen capture, 1..12 (default 12).
         captures: tokyoTM only: capture times per place, 2..8 (default 3).
+        views_per_place: database views per place (pittsburgh: of its 24,
+            default all; tokyoTM: cut-outs per capture, of 12, default all;
+            tokyo247: 12 only, which its loader checks), evenly spread, with
+            the real names (:func:`_kept_views`): fewer only to shrink a
+            rehearsal on a CPU.
         image_size: (height, width) in pixels of every image (default
             Pittsburgh's 480 x 640); Tokyo 24/7 queries alternate between it
             and its transpose.
@@ -662,7 +680,7 @@ def make_layout_city(root: str | os.PathLike | None, layout: str, preset: str | 
         DatasetError: ``root`` is a non-empty folder without a manifest.
     """
     req, cfg = _resolve(layout, preset, seed, places, query_places, views_per_query_place, captures,
-                        image_size, dataset_name, overrides)
+                        image_size, dataset_name, overrides, views_per_place)
     seed = int(seed)
     root = Path(root) if root is not None else default_layout_root(layout, cfg.name, seed, req["dataset_name"])
     log = (lambda m: print(m, file=sys.stderr, flush=True)) if verbose else None
