@@ -210,7 +210,9 @@ def _add_train(sub) -> None:
         if hint == "<class 'bool'>":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
             continue
-        if "tuple" in hint:  # --image-size H W (or "none"), --fmax-output-size H W, --ns N...
+        if "tuple" in hint and "str" in hint:  # --test-on DATASET:ROOT ...
+            kw.update(nargs="+")
+        elif "tuple" in hint:  # --image-size H W (or "none"), --fmax-output-size H W, --ns N...
             kw.update(nargs="+", type=_optional(int))
         elif "int" in hint and "float" not in hint:
             kw.update(type=_optional(int) if "None" in hint else int)
@@ -242,6 +244,8 @@ def cmd_train(args) -> int:
     for k in ("image_size", "fmax_output_size", "ns"):
         if given.get(k) is not None:
             given[k] = None if None in given[k] else tuple(given[k])
+    if "test_on" in given:
+        given["test_on"] = tuple(given["test_on"])
     profile = args.profile
     if profile == "auto":
         profile = "synthetic_default" if given.get("dataset", "synthetic") == "synthetic" else "authors"

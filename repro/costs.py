@@ -219,6 +219,17 @@ def format_costs(stages: list[Stage], memory: dict, measurements: list[dict]) ->
         lines.append(f"{(st.run + ': ' + st.stage)[:66]:<66} {st.forward:>10,} {st.train:>10,}  {st.note}")
     fwd, trn = sum(s.forward for s in stages), sum(s.train for s in stages)
     lines.append(f"{'total image passes':<66} {fwd:>10,} {trn:>10,}")
+    for m in measurements:  # per run: where the time goes
+        per_run = {}
+        for st in stages:
+            per_run.setdefault(st.run.split("/")[0], []).append(st)
+        parts = []
+        for run, sts in per_run.items():
+            secs, _ = projected_seconds(sts, m)
+            if secs:
+                parts.append(f"{run} {secs / 3600:,.1f} h")
+        if parts:
+            lines.append(f"per run on {m.get('device', '?')}: " + ", ".join(parts))
     for run, mem in memory.items():
         lines.append(f"descriptor cache of {run}: {mem['cache_mib']:,.0f} MiB ({mem['cache_dtype']}; sizes from "
                      f"{', '.join(mem['size_source'])})")
@@ -258,7 +269,7 @@ def measure(backbones=("vgg16", "alexnet"), device="cpu", images=None, image_siz
     dev = resolve_device(device)
     paths = list(images) if images else _rehearsal_images(image_size)
     paths = paths[:max(num_images, 12)]
-    out = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu: {platform.processor() or platform.machine()}",
+    out = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU: {_cpu_name()}",
            "device_kind": dev.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
            "image_size": list(image_size), "channels_last": channels_last, "measured": time.strftime("%Y-%m-%d"),
            "source": source, "backbones": {}}
@@ -286,6 +297,17 @@ def measure(backbones=("vgg16", "alexnet"), device="cpu", images=None, image_siz
             model.zero_grad(set_to_none=True)
         out["backbones"][bb] = {"extract_images_per_s": extract, "train_images_per_s": train_rate}
     return out
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _sync(dev) -> None:

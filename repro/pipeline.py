@@ -5,6 +5,9 @@
     python -m repro.pipeline --profile paper        # Pittsburgh 30k, VGG-16, ImageNet weights, GPU
     python -m repro.pipeline --profile default --only 05 --force   # make figures: no training, seconds
     python -m repro.pipeline --profile default --list               # the plan, what would run or be skipped
+    python -m repro.pipeline --profile paper --list   # ... and what it costs: image passes per stage,
+                                                      # cache memory, projected time (repro.costs)
+    python -m repro.pipeline --profile rehearsal      # make rehearsal: the paper profile, counts shrunk, on CPU
 
 A profile (``params/{profile}.yaml``) lists the notebooks and their
 parameters: ``common`` parameters go to every notebook that declares them;

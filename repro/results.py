@@ -390,7 +390,8 @@ def claims_table(summary: pd.DataFrame, paper: pd.DataFrame | None = None, toler
             random_init = exp == "calibration" or syn
             out.append(_row("vgg16_vs_alexnet", CLAIMS[3][1], key, syn, v, t,
                             f"{pooling}, {'trained' if trained else 'off-the-shelf'} ({exp}, {variant})"
-                            + ("; random-init bases, not the paper's ImageNet setting" if random_init else ""), paper,
+                            + ("; random-init bases, not the paper's ImageNet setting" if random_init else "")
+                            + "; torchvision's AlexNet, not the authors' CaffeNet (other widths, no LRN)", paper,
                             pooling))
         # 5. alpha rule near the best of the sweep
         sw = d[(d["experiment"] == "alpha_sweep") & (d["n"] == 1)]

@@ -281,6 +281,13 @@ def test_command_line_builds_the_config(monkeypatch):
             c.out_dir, c.device, c.seed, c.image_size) == (
         "pitts30k", "/data/pitts", "vgg16", None, "fmax", 3, 1e-4, "adam", True, "/tmp/o", "cpu", 7, (240, 320))
     assert c.train_from == "authors" and c.num_clusters == 64 and c.assignment == "fixed_bias"  # the authors' profile
+    args = build_parser().parse_args(["train", "--profile", "paper", "--dataset", "tokyoTM", "--data-root", "/d/tm",
+                                      "--test-on", "tokyo247:/d/t247", "--backbone", "alexnet", "--out-dir", "/tmp/o",
+                                      "--record-path", "/tmp/o/r.json"])
+    assert args.func(args) == 0
+    c = seen["config"]
+    assert c.test_on == ("tokyo247:/d/t247",) and c.test_split is None and c.whiten_dim == 4096
+    assert (c.backbone, c.train_from, c.resolved_lr()) == ("alexnet", "authors", 1e-4)
     args = build_parser().parse_args(["train", "--image-size", "none"])
     args.func(args)
     assert seen["config"] == TrainConfig.synthetic_default(image_size=None)
