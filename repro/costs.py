@@ -39,6 +39,9 @@ KNOWN_SIZES = {
 }
 THROUGHPUT_DIR = "results/throughput"
 
+__all__ = ["KNOWN_SIZES", "Stage", "format_costs", "load_throughput", "measure", "profile_costs",
+           "projected_seconds", "training_stages"]
+
 
 @dataclass
 class Stage:
@@ -360,6 +363,3 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-__all__ = ["KNOWN_SIZES", "Stage", "format_costs", "load_throughput", "measure", "profile_costs",
-           "projected_seconds", "training_stages"]
