@@ -22,6 +22,7 @@ first trainable layer, the authors' depth), per backbone and device, into
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import platform
@@ -59,16 +60,34 @@ class Stage:
 # counting
 
 
-def split_sizes(dataset: str, root, split: str):
-    """(database images, queries, where the numbers come from) of one split, or None when unknown."""
+@functools.lru_cache(maxsize=None)
+def _metadata(dataset: str, root: str, split: str):
+    """The split from its .mat alone (no image checks), or None where there is none. Cached: a profile's
+    runs ask for the same splits many times (``--list`` is one short process)."""
     from repro.data.datasets import load_split
 
-    if root and Path(root).is_dir():
-        try:
-            s = load_split(dataset, root, split, check_files=False)
-            return s.num_db, s.num_q, ".mat"
-        except Exception:  # noqa: BLE001 - no .mat here: fall back to the published sizes
-            pass
+    if not Path(root).is_dir():
+        return None
+    try:
+        return load_split(dataset, root, split, check_files=False)
+    except Exception:  # noqa: BLE001 - no usable .mat here: the caller falls back to the published sizes
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def _trainable(dataset: str, root: str, pos_radius, neg_radius, pos_min_dist) -> int | None:
+    """Training queries with a potential positive and a negative (the trainer's tuples), or None."""
+    from repro.train.tuples import build_tuples
+
+    split = _metadata(dataset, root, "train")
+    return None if split is None else len(build_tuples(split, pos_radius, neg_radius, pos_min_dist).query_ids)
+
+
+def split_sizes(dataset: str, root, split: str):
+    """(database images, queries, where the numbers come from) of one split, or None when unknown."""
+    s = _metadata(dataset, str(root), split) if root else None
+    if s is not None:
+        return s.num_db, s.num_q, ".mat"
     if split in KNOWN_SIZES.get(dataset, {}):
         return (*KNOWN_SIZES[dataset][split], "published size")
     return None
@@ -93,7 +112,9 @@ def training_stages(cfg, run: str) -> tuple[list[Stage], dict]:
         unknown = [k for k, v in sizes.items() if v is None]
         return [Stage(run, "all", bb, note=f"sizes of {', '.join(unknown)} unknown (no .mat at hand)")], {}
     (ntr, qtr, _), (nv, qv, _) = sizes["train"], sizes["val"]
-    trainable = _trainable_queries(cfg, qtr)
+    exact = _trainable(cfg.dataset, str(cfg.data_root), cfg.pos_radius, cfg.neg_radius, cfg.pos_min_dist) \
+        if cfg.data_root else None
+    trainable = qtr if exact is None else exact  # the published size: all queries
     val = nv + min(qv, cfg.val_queries)
     tests = [(name, n + q) for name, (n, q, _) in sizes.items() if name not in ("train", "val")]
     out = []
@@ -121,20 +142,6 @@ def training_stages(cfg, run: str) -> tuple[list[Stage], dict]:
     dtype = _choose_dtype(ntr + qtr, dim, cfg.cache_dtype, cfg.cache_fp16_gb)
     return out, {"cache_mib": cache_bytes(ntr + qtr, dim, dtype) / 2**20, "cache_dtype": dtype,
                  "sizes": {k: v[:2] for k, v in sizes.items()}, "size_source": sorted({v[2] for v in sizes.values()})}
-
-
-def _trainable_queries(cfg, num_queries: int) -> int:
-    """Training queries with a potential positive and a negative (exact from the .mat, else all)."""
-    from repro.data.datasets import load_split
-    from repro.train.tuples import build_tuples
-
-    if not (cfg.data_root and Path(cfg.data_root).is_dir()):
-        return num_queries
-    try:
-        split = load_split(cfg.dataset, cfg.data_root, "train", check_files=False)
-    except Exception:  # noqa: BLE001 - the published size, all queries
-        return num_queries
-    return len(build_tuples(split, cfg.pos_radius, cfg.neg_radius, cfg.pos_min_dist).query_ids)
 
 
 def offline_stages(notebook: str, params: dict, run: str, seen: set) -> list[Stage]:
@@ -222,31 +229,26 @@ def format_costs(stages: list[Stage], memory: dict, measurements: list[dict]) ->
         lines.append(f"{(st.run + ': ' + st.stage)[:66]:<66} {st.forward:>10,} {st.train:>10,}  {st.note}")
     fwd, trn = sum(s.forward for s in stages), sum(s.train for s in stages)
     lines.append(f"{'total image passes':<66} {fwd:>10,} {trn:>10,}")
-    for m in measurements:  # per run: where the time goes
-        per_run = {}
-        for st in stages:
-            per_run.setdefault(st.run.split("/")[0], []).append(st)
-        parts = []
-        for run, sts in per_run.items():
-            secs, _ = projected_seconds(sts, m)
-            if secs:
-                parts.append(f"{run} {secs / 3600:,.1f} h")
-        if parts:
-            lines.append(f"per run on {m.get('device', '?')}: " + ", ".join(parts))
     for run, mem in memory.items():
         lines.append(f"descriptor cache of {run}: {mem['cache_mib']:,.0f} MiB ({mem['cache_dtype']}; sizes from "
                      f"{', '.join(mem['size_source'])})")
     if not measurements:
         lines.append("projected time: no throughput measured yet (make rehearsal measures this CPU; "
                      "benchmarks/gpu_check.py a GPU)")
+    per_run = {}
+    for st in stages:
+        per_run.setdefault(st.run.split("/")[0], []).append(st)
     for m in measurements:
         secs, missing = projected_seconds(stages, m)
         where = f"{m.get('device', '?')} ({m.get('file')}, measured {m.get('measured', '?')}, {m.get('source', '')})"
         if secs is None:
             lines.append(f"projected on {where}: not measured for {', '.join(missing)}")
-        else:
-            lines.append(f"projected on {where}: {secs / 3600:,.1f} hours of network passes "
-                         "(k-means, mining and recall excluded)")
+            continue
+        lines.append(f"projected on {where}: {secs / 3600:,.1f} hours of network passes "
+                     "(k-means, mining and recall excluded)")
+        parts = [f"{run} {t / 3600:,.1f} h" for run, sts in per_run.items()
+                 for t in [projected_seconds(sts, m)[0]] if t]
+        lines.append(f"per run on {m.get('device', '?')}: " + ", ".join(parts))
     return "\n".join(lines)
 
 
@@ -258,8 +260,8 @@ def measure(backbones=("vgg16", "alexnet"), device="cpu", images=None, image_siz
     forward and backward from the authors' trainable depth, through the
     triplet loss's gradient path; decoding of those images included).
     ``images``: JPEG files at ``image_size`` (default: the rehearsal's
-    Pittsburgh-layout city, generated if absent). Random weights: the speed
-    does not depend on them."""
+    Pittsburgh-layout city, made or reused as params/rehearsal.yaml says).
+    Random weights: the speed does not depend on them."""
     import warnings
 
     import torch
@@ -270,7 +272,7 @@ def measure(backbones=("vgg16", "alexnet"), device="cpu", images=None, image_siz
     from repro.model.backbone import use_channels_last
 
     dev = resolve_device(device)
-    paths = list(images) if images else _rehearsal_images(image_size)
+    paths = list(images) if images else _rehearsal_images()
     paths = paths[:max(num_images, 12)]
     out = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU: {_cpu_name()}",
            "device_kind": dev.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -320,14 +322,15 @@ def _sync(dev) -> None:
         torch.cuda.synchronize(dev)
 
 
-def _rehearsal_images(image_size) -> list[Path]:
+def _rehearsal_images() -> list[Path]:
+    """The training database of the rehearsal's Pittsburgh-layout city (480x640 JPEGs), from the
+    profile's own ``generate`` entry, so the rehearsal's data is reused, never rewritten."""
     from repro.data.datasets import load_split
-    from repro.data.synthetic import make_layout_city
-    from repro.experiments import repo_root
+    from repro.pipeline import generate_datasets, load_profile, repo_root
 
-    root = make_layout_city(repo_root() / "cache" / "rehearsal" / "data" / "pittsburgh", "pittsburgh", preset="tiny",
-                            seed=0, places=2, query_places=1, views_per_query_place=4, image_size=tuple(image_size))
-    return load_split("pitts30k", root, "train").db_paths
+    spec = next(g for g in load_profile("rehearsal")["generate"] if g["layout"] == "pittsburgh")
+    generate_datasets({"generate": [spec]}, log=lambda m: None)
+    return load_split("pitts30k", repo_root() / spec["root"], "train").db_paths
 
 
 def main(argv=None) -> int:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from repro.atomic import check_writable
-from repro.data.datasets import load_split, synthetic_manifest
+from repro.data.datasets import is_synthetic, load_split
 from repro.data.images import keep_decoded_images
 from repro.errors import ConfigError
 from repro.evaluate import (check_split_images, check_whitening_fit, evaluate_split, fit_whitening,
@@ -176,7 +176,6 @@ class TrainingData:
     test: object | None
     other_tests: dict                # test_on: {split name: PlaceSplit}
     tuples: object                   # TrainingTuples
-    queries_per_epoch: int
 
 
 def training_data(cfg: TrainConfig, check_files: bool = True) -> TrainingData:
@@ -207,7 +206,7 @@ def training_data(cfg: TrainConfig, check_files: bool = True) -> TrainingData:
     if per_epoch < cfg.batch_size:
         raise ConfigError(f"{train_split.name}: {per_epoch} training queries an epoch cannot fill one batch of "
                           f"batch_size={cfg.batch_size} tuples; lower batch_size or use more queries")
-    return TrainingData(root, train_split, val_split, test_split, other_tests, tuples, per_epoch)
+    return TrainingData(root, train_split, val_split, test_split, other_tests, tuples)
 
 
 def _train(cfg: TrainConfig, callback) -> TrainResult:
@@ -293,7 +292,7 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
         write_json(record_path, {
             "experiment": "train", "run_name": name, "status": status,
             "seed": cfg.seed, "dataset": cfg.dataset, "data_root": str(root),
-            "synthetic": cfg.dataset == "synthetic" or synthetic_manifest(root) is not None,
+            "synthetic": is_synthetic(cfg.dataset, root),
             "config": cfg.to_dict(), "model_config": model.config,
             "lr": cfg.resolved_lr(), "init": init, "tuples": tuples.summary(), "cache": cache.summary(),
             "val_query_indices": val_idx.tolist(), "device": str(device), "torch_threads": torch.get_num_threads(),
@@ -406,5 +405,5 @@ def _describe_test_sets(splits: dict) -> dict:
     for name, s in splits.items():
         root = Path(s.meta["data_root"])
         out[name] = {"dataset": s.meta["dataset"], "split": s.meta["split"], "data_root": str(root),
-                     "synthetic": synthetic_manifest(root) is not None, "num_db": s.num_db, "num_q": s.num_q}
+                     "synthetic": is_synthetic(s.meta["dataset"], root), "num_db": s.num_db, "num_q": s.num_q}
     return out
