@@ -1,4 +1,4 @@
-"""Command line: ``python -m repro {evaluate,make-city,calibrate-city,smoke,train} ...``.
+"""Command line: ``python -m repro {evaluate,extract,make-city,calibrate-city,smoke,train} ...``.
 
 User errors (:class:`repro.errors.ReproError`) print one clear message and
 exit with status 2; nothing else is caught, so bugs keep their traceback.
@@ -20,7 +20,9 @@ def _weights(value: str):
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="alexnet", choices=("alexnet", "vgg16"))
     p.add_argument("--weights", default="imagenet", type=_weights,
-                   help="'imagenet' (torchvision; hub cache or download), 'none' (random init), or a .pth PATH")
+                   help="'imagenet' (torchvision; hub cache or download), 'none' (random init), a .pth PATH "
+                        "(backbone state dict), or the authors' released network: a converted PATH.mat "
+                        "(Pitts30K_struct.mat, TokyoTM_struct.mat) or authors:PATH (overrides the model options)")
     p.add_argument("--pooling", default="netvlad", choices=("netvlad", "fmax"))
     p.add_argument("--num-clusters", type=int, default=64, help="NetVLAD K (paper: 64)")
     p.add_argument("--alpha", type=float, default=None,
@@ -31,6 +33,55 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fmax-size", type=int, nargs=2, default=(1, 1), metavar=("H", "W"),
                    help="f_max output grid (1 1 = the paper's f_max)")
     p.add_argument("--whiten-dim", type=int, default=None, help="PCA-whiten to this many dims (paper: 4096)")
+    p.add_argument("--checkpoint", default=None, help="a model saved by repro (overrides the model options)")
+    p.add_argument("--no-whiten", action="store_true",
+                   help="with --weights PATH.mat or --checkpoint: stop before the model's PCA whitening (the "
+                        "authors' networks: at the 32768-D NetVLAD vector, in their dim-major order)")
+
+
+def _pretrained_model(args):
+    """The model of ``--weights PATH.mat`` / ``authors:PATH`` or ``--checkpoint`` (None: built from the options).
+
+    Loaded without running code from the file (scipy for .mat, weights_only for checkpoints)."""
+    from repro.model import load_model
+    from repro.model.authors import is_authors_weights, load_authors_model
+
+    authors = is_authors_weights(args.weights)
+    if authors and args.checkpoint:
+        raise ConfigError("give either --checkpoint or the authors' model (--weights PATH.mat), not both")
+    if authors:
+        return load_authors_model(args.weights, whiten=not args.no_whiten)
+    if args.checkpoint:
+        model = load_model(args.checkpoint)
+        if args.no_whiten:
+            model.whitening = None
+        return model
+    if args.no_whiten:
+        raise ConfigError("--no-whiten applies to a loaded model (--weights PATH.mat or --checkpoint); without one, "
+                          "whitening is only applied when --whiten-dim is given")
+    return None
+
+
+def _add_fit_args(p: argparse.ArgumentParser, default_source: str) -> None:
+    """What an off-the-shelf model fits (NetVLAD centroids and alpha, PCA whitening) and on which images."""
+    p.add_argument("--init-from", default=None, metavar="DATASET:ROOT[:SPLIT]",
+                   help="fit NetVLAD's centroids and alpha, and any whitening, on this dataset's database images "
+                        f"(split default: train), e.g. tokyoTM:/data/tokyoTM for Tokyo 24/7. Default: {default_source}")
+    p.add_argument("--init-images", type=int, default=500, help="images sampled for the NetVLAD k-means (authors: 500)")
+    p.add_argument("--init-descriptors", type=int, default=50_000, help="descriptors for k-means (authors: 50000)")
+    p.add_argument("--kmeans-iterations", type=int, default=100, help="k-means iterations (authors: 100)")
+    p.add_argument("--whiten-fit-images", type=int, default=10_000,
+                   help="training database images PCA whitening is fitted on (authors: 10000)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _check_counts(args, names) -> None:
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.image_size is not None and min(args.image_size) < 1:
+        raise ConfigError(f"--image-size must be two positive integers H W, got {args.image_size}")
 
 
 def _add_evaluate(sub) -> None:
@@ -39,24 +90,14 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--data-root", required=True, help="the dataset's root folder (layouts: repro/data/datasets.py)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     _add_model_args(p)
-    p.add_argument("--checkpoint", default=None, help="a model saved by repro (overrides the model options)")
     p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
                    help="resize images; default: native size, one image at a time")
     p.add_argument("--ns", type=int, nargs="+", default=[1, 5, 10, 20], help="the N of recall@N")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--init-from", default=None, metavar="DATASET:ROOT[:SPLIT]",
-                   help="fit NetVLAD's centroids and alpha, and any whitening, on this dataset's database images "
-                        "(split default: train), e.g. tokyoTM:/data/tokyoTM for Tokyo 24/7. Default: the "
-                        "evaluated dataset's training split; a dataset without one falls back, with a warning, to "
-                        "the evaluated database itself (transductive)")
-    p.add_argument("--init-images", type=int, default=500, help="images sampled for the NetVLAD k-means (authors: 500)")
-    p.add_argument("--init-descriptors", type=int, default=50_000, help="descriptors for k-means (authors: 50000)")
-    p.add_argument("--kmeans-iterations", type=int, default=100, help="k-means iterations (authors: 100)")
-    p.add_argument("--whiten-fit-images", type=int, default=10_000,
-                   help="training database images PCA whitening is fitted on (authors: 10000)")
-    p.add_argument("--seed", type=int, default=0)
+    _add_fit_args(p, default_source="the evaluated dataset's training split; a dataset without one falls back, "
+                                     "with a warning, to the evaluated database itself (transductive)")
     p.add_argument("--check-images", choices=("exists", "decode"), default="exists",
                    help="before starting: only check every image exists (fast), or fully decode each")
     p.add_argument("--json", default=None, metavar="OUT", help="also write the result as JSON here")
@@ -69,27 +110,23 @@ def cmd_evaluate(args) -> int:
     from repro.data.datasets import load_split, parse_dataset_spec
     from repro.evaluate import (check_split_images, check_whitening_fit, evaluate_split, fit_split, fit_whitening,
                                 init_netvlad_from_images, resolve_device, whitening_images)
-    from repro.model import build_model, load_model
+    from repro.model import build_model
+    from repro.model.authors import is_authors_weights
     from repro.model.place_model import check_model_options, pooled_dim
     from repro.report import print_recall_table, write_json
 
     # Options first (cheap), then the data, then the model: every user error before any long work.
-    if not args.checkpoint:
+    pretrained = bool(args.checkpoint) or is_authors_weights(args.weights)
+    if not pretrained:
         check_model_options(args.backbone, args.pooling, args.alpha, tuple(args.fmax_size))
-    for name in ("whiten_dim", "batch_size", "init_images", "init_descriptors", "kmeans_iterations",
-                 "whiten_fit_images"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
-    if args.image_size is not None and min(args.image_size) < 1:
-        raise ConfigError(f"--image-size must be two positive integers H W, got {args.image_size}")
+    _check_counts(args, FIT_COUNTS)
     if args.init_from:
         parse_dataset_spec(args.init_from, default_split="train", what="--init-from")
     if args.json:
         _check_writable(Path(args.json))
     device = resolve_device(args.device)
     split = load_split(args.dataset, args.data_root, args.split)  # fails fast on a bad root or .mat
-    model = load_model(args.checkpoint) if args.checkpoint else None  # its backbone decides the image checks
+    model = _pretrained_model(args)  # its backbone decides the image checks
     backbone = model.config["backbone"] if model else args.backbone
     # images (headers, truncation, size) and the ground truth (a single place, no positives) before the model
     check_split_images(split, backbone, args.image_size, decode=args.check_images == "decode")
@@ -101,7 +138,8 @@ def cmd_evaluate(args) -> int:
         if args.whiten_dim > dim:
             raise ConfigError(f"--whiten-dim {args.whiten_dim} exceeds the descriptor's {dim} dimensions")
     source, init = (fit_split(args.dataset, args.data_root, split, args.init_from) if init_netvlad or whiten
-                    else (None, {"from_checkpoint": args.checkpoint}))  # nothing fitted here: all from the checkpoint
+                    else (None, {"from_checkpoint": args.checkpoint} if args.checkpoint
+                          else {"from_weights": str(args.weights)}))  # nothing fitted here: all from the file
     if source is not None:
         if source is not split:
             check_split_images(source, backbone, args.image_size)
@@ -134,12 +172,134 @@ def cmd_evaluate(args) -> int:
     if args.json:
         write_json(args.json, {
             "dataset": args.dataset, "split": args.split, "name": split.name, "config": model.config,
-            "checkpoint": args.checkpoint, "init": init, "seed": args.seed,
+            "checkpoint": args.checkpoint, "weights": None if args.weights is None else str(args.weights),
+            "init": init, "seed": args.seed,
             "recall": {str(n): v for n, v in result["recall"].items()},
             "num_queries": result["num_queries"], "num_without_positive": result["num_without_positive"],
             "dim": result["dim"], "seconds": result["seconds"],
         })
         print(f"wrote {args.json}")
+    return 0
+
+
+FIT_COUNTS = ("whiten_dim", "batch_size", "init_images", "init_descriptors", "kmeans_iterations", "whiten_fit_images")
+
+
+def _add_extract(sub) -> None:
+    p = sub.add_parser("extract", help="descriptors of every image in a folder (or of a dataset's database or "
+                                       "queries) as a float32 [N, D] .npy, with a names file beside it",
+                       description="Descriptors of every image in --images DIR (recursively, sorted by path), or "
+                                   "of a dataset split's database or query images, from the authors' released "
+                                   "network (--weights PATH.mat), a repro checkpoint (--checkpoint), or an "
+                                   "off-the-shelf model built from the options. Writes OUT.npy (float32 [N, D]), "
+                                   "OUT.names.txt (row order) and OUT.json (the model and its inputs).")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", default=None, metavar="DIR", help="a folder of images")
+    source.add_argument("--dataset", default=None, choices=DATASET_CHOICES,
+                        help="a dataset (with --data-root, --split and --set)")
+    p.add_argument("--data-root", default=None, help="the dataset's root folder")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--set", default="database", choices=("database", "queries"), help="which images of the split")
+    p.add_argument("--out", required=True, metavar="OUT.npy")
+    _add_model_args(p)
+    p.add_argument("--image-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                   help="resize every image; default: native size (images of equal size are batched together)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    _add_fit_args(p, default_source="for --dataset, its training split; for --images, the folder's own images")
+    p.set_defaults(func=cmd_extract)
+
+
+def cmd_extract(args) -> int:
+    import torch
+
+    from repro.data.datasets import load_split, parse_dataset_spec
+    from repro.data.images import check_images
+    from repro.evaluate import (extract_descriptors, fit_split, fit_whitening, init_netvlad_from_images,
+                                resolve_device, whitening_images)
+    from repro.extract import check_output, folder_images, write_descriptors
+    from repro.model import build_model
+    from repro.model.backbone import MIN_INPUT_SIZE
+    from repro.model.authors import is_authors_weights
+    from repro.model.place_model import check_model_options
+
+    # options, output folder, images, model: every user error before the extraction starts
+    _check_counts(args, FIT_COUNTS)
+    pretrained = bool(args.checkpoint) or is_authors_weights(args.weights)
+    if not pretrained:
+        check_model_options(args.backbone, args.pooling, args.alpha, tuple(args.fmax_size))
+    if args.init_from:
+        parse_dataset_spec(args.init_from, default_split="train", what="--init-from")
+    out = check_output(args.out)
+    device = resolve_device(args.device)
+    split = None
+    if args.images:
+        root = Path(args.images)
+        paths = folder_images(root)
+        names = [p.relative_to(root).as_posix() for p in paths]
+        what = f"images in {root}"
+    else:
+        if not args.data_root:
+            raise ConfigError("--dataset needs --data-root")
+        split = load_split(args.dataset, args.data_root, args.split)
+        paths = split.db_paths if args.set == "database" else split.q_paths
+        data_root = Path(args.data_root).resolve()
+        names = [Path(p).resolve().relative_to(data_root).as_posix() if Path(p).resolve().is_relative_to(data_root)
+                 else str(p) for p in paths]
+        what = f"{split.name} {args.set} images"
+    model = _pretrained_model(args)
+    backbone = model.config["backbone"] if model else args.backbone
+    check_images(paths, min_size=None if args.image_size else MIN_INPUT_SIZE[backbone], what=what)
+    init_netvlad = model is None and args.pooling == "netvlad"
+    whiten = args.whiten_dim is not None and (model is None or model.whitening is None)
+    init = {"from_checkpoint": args.checkpoint} if args.checkpoint else (
+        {"from_weights": str(args.weights)} if pretrained else {})
+    fit_paths = None
+    if init_netvlad or whiten:
+        if split is not None:  # as evaluate: the dataset's training split, or --init-from
+            source, init = fit_split(args.dataset, args.data_root, split, args.init_from)
+            fit_paths = source.db_paths
+        elif args.init_from:
+            ds, fit_root, sp = parse_dataset_spec(args.init_from, default_split="train", what="--init-from")
+            fit_paths = load_split(ds, fit_root, sp).db_paths
+            init = {"dataset": ds, "split": sp, "data_root": str(fit_root), "num_images": len(fit_paths),
+                    "transductive": False}
+        else:
+            fit_paths = paths
+            init = {"dataset": "folder", "split": None, "data_root": str(args.images), "num_images": len(paths),
+                    "transductive": True}
+            fitted = " and ".join(k for k, v in (("NetVLAD's centroids and alpha", init_netvlad),
+                                                 ("the whitening", whiten)) if v)
+            print(f"fitting {fitted} on the extracted images themselves (--init-from DATASET:ROOT fits them on "
+                  "another dataset's training images)")
+        if fit_paths is not paths:
+            check_images(fit_paths, min_size=None if args.image_size else MIN_INPUT_SIZE[backbone],
+                         what="images to fit on")
+    if model is None:
+        torch.manual_seed(args.seed)
+        model = build_model(args.backbone, args.pooling, weights=args.weights, num_clusters=args.num_clusters,
+                            alpha=100.0 if args.alpha is None else args.alpha, assignment=args.assignment,
+                            fmax_output_size=tuple(args.fmax_size))
+    if init_netvlad:
+        init["netvlad"] = init_netvlad_from_images(
+            model, fit_paths, args.image_size, num_images=args.init_images, num_descriptors=args.init_descriptors,
+            alpha=args.alpha, device=device, seed=args.seed, kmeans_iterations=args.kmeans_iterations)
+    if whiten:
+        model = fit_whitening(model, fit_paths, args.whiten_dim, args.image_size, args.batch_size, device,
+                              args.workers, args.whiten_fit_images, args.seed)
+        init["whitening"] = {"dim": args.whiten_dim,
+                             "num_images": len(whitening_images(fit_paths, args.whiten_fit_images, args.seed))}
+    descriptors = extract_descriptors(model, paths, args.image_size, args.batch_size, device, args.workers,
+                                      desc=f"extract ({len(paths)} images)")
+    written = write_descriptors(out, descriptors, names, {
+        "images": str(args.images) if args.images else None,
+        "dataset": args.dataset, "data_root": args.data_root, "split": args.split if args.dataset else None,
+        "set": args.set if args.dataset else None, "config": model.config, "checkpoint": args.checkpoint,
+        "weights": None if args.weights is None else str(args.weights),
+        "image_size": list(args.image_size) if args.image_size else None, "init": init,
+    })
+    print(f"wrote {descriptors.shape[0]} x {descriptors.shape[1]} descriptors: " + ", ".join(map(str, written)))
     return 0
 
 
@@ -288,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m repro", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_evaluate(sub)
+    _add_extract(sub)
     _add_make_city(sub)
     _add_calibrate(sub)
     _add_smoke(sub)

@@ -40,7 +40,7 @@ KNOWN_SIZES = {
 }
 THROUGHPUT_DIR = "results/throughput"
 
-__all__ = ["KNOWN_SIZES", "Stage", "format_costs", "load_throughput", "measure", "profile_costs",
+__all__ = ["KNOWN_SIZES", "Stage", "authors_stages", "format_costs", "load_throughput", "measure", "profile_costs",
            "projected_seconds", "training_stages"]
 
 
@@ -166,6 +166,25 @@ def offline_stages(notebook: str, params: dict, run: str, seen: set) -> list[Sta
     return out or [Stage(run, "pooling of cached maps only", bb)]
 
 
+def authors_stages(params: dict, run: str) -> list[Stage]:
+    """06: one forward pass of every test image per evaluated (model, test set); absent files: a note."""
+    from repro.authors_eval import authors_plan
+
+    out = []
+    for e in authors_plan(params.get("test_sets", ()), params.get("authors_model"), params.get("data_root"),
+                          params.get("tokyo247_root")):
+        stage = f"authors' {e['trained_on']} model on {e['dataset']} {e['split']}"
+        sizes = split_sizes(e["dataset"], e["root"] if e["skip"] is None else None, e["split"])
+        if e["skip"] is not None:  # not counted; what it would cost, from the published sizes
+            would = f"; with it, {sizes[0] + sizes[1]:,} images ({sizes[2]})" if sizes else ""
+            out.append(Stage(run, stage, "vgg16", note=f"skipped: {e['skip']}{would}"))
+        elif sizes is None:
+            out.append(Stage(run, stage, "vgg16", note="split size unknown"))
+        else:
+            out.append(Stage(run, stage, "vgg16", forward=sizes[0] + sizes[1], note="native size"))
+    return out
+
+
 def profile_costs(runs) -> tuple[list[Stage], dict]:
     """Stages of every run of a pipeline plan, and per training run its cache memory."""
     from repro.experiments import planned_train_configs
@@ -185,6 +204,8 @@ def profile_costs(runs) -> tuple[list[Stage], dict]:
                     memory[f"{run.name}/{cfg.pooling}"] = mem
         elif run.notebook.startswith(("03", "04")):
             stages += offline_stages(run.notebook, params, run.name, seen)
+        elif run.notebook.startswith("06"):
+            stages += authors_stages(params, run.name)
     return stages, memory
 
 

@@ -204,6 +204,14 @@ def _train_options(v):
         return f"a dict of repro.train.TrainConfig fields (unknown: {unknown})"
 
 
+def _test_sets(v):
+    from repro.authors_eval import AUTHORS_TESTS
+
+    if isinstance(v, (list, tuple)) and v and all(x in AUTHORS_TESTS for x in v):
+        return None
+    return f"a non-empty list of test sets among {list(AUTHORS_TESTS)}"
+
+
 def _dir_check(v):
     return None if v is None else _str(v)
 
@@ -241,6 +249,10 @@ PARAM_CHECKS = {
     "cache_dir": (_dir_check, '-p cache_dir ../cache/features'),
     "train_cache_dir": (_dir_check, '-p train_cache_dir ../cache/train'),
     "reference_dir": (_dir_check, '-p reference_dir ../../shared/reference'),
+    "authors_model": (_optional(_str), '-p authors_model /data/models/authors'),
+    "tokyo247_root": (_optional(_str), '-p tokyo247_root /data/tokyo247'),
+    "test_sets": (_test_sets, '-y "test_sets: [pitts30k, tokyo247]"'),
+    "batch_size": (_int_at_least(1), '-p batch_size 16'),
 }
 WRITABLE_PARAMS = ("results_dir", "figures_dir", "cache_dir", "train_cache_dir")
 
@@ -361,6 +373,12 @@ def expected_outputs(notebook: str, params: dict) -> list[Path]:
         return out
     if stem.startswith("04"):
         return [fmax_size_path(results, name, p.get("backbone", "alexnet"), p.get("num_clusters", 16))]
+    if stem.startswith("06"):  # the evaluable pairs only; with none (no model files here) the step always runs
+        from repro.authors_eval import authors_plan, authors_record_path
+
+        return [authors_record_path(results, e["trained_on"], e["dataset"])
+                for e in authors_plan(p.get("test_sets", ()), p.get("authors_model"), p.get("data_root"),
+                                      p.get("tokyo247_root")) if e["skip"] is None]
     return []
 
 

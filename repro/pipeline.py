@@ -20,7 +20,9 @@ a profile are relative to the repository root; ``${VAR}`` is taken from the
 environment. A ``generate`` list (the rehearsal profile) names synthetic
 datasets in the real datasets' layouts to make (or reuse) before anything
 else: ``{layout, root, ...}``, the arguments of
-:func:`repro.data.synthetic.make_layout_city`.
+:func:`repro.data.synthetic.make_layout_city`; and ``{authors_models: DIR,
+...}``, stand-ins for the authors' released model files (random weights in
+their layout, :func:`repro.model.authors.write_authors_struct`).
 
 Before the first notebook starts, every run's parameters are checked as the
 notebook's first cell would check them (types and values, data root, weights
@@ -55,7 +57,8 @@ import yaml
 from repro.errors import ConfigError, ReproError, report_errors
 
 KERNEL_ENV = {"TQDM_DISABLE": "1", "SOURCE_DATE_EPOCH": "0"}
-PATH_KEYS = ("results_dir", "figures_dir", "cache_dir", "train_cache_dir", "data_root", "reference_dir")
+PATH_KEYS = ("results_dir", "figures_dir", "cache_dir", "train_cache_dir", "data_root", "reference_dir", "authors_model",
+             "tokyo247_root")
 
 
 def repo_root() -> Path:
@@ -166,6 +169,9 @@ def generate_datasets(profile: dict, log=print) -> None:
 
     for spec in profile.get("generate") or []:
         spec = dict(_expand(spec))
+        if "authors_models" in spec:  # stand-ins for the authors' released files (random weights, their layout)
+            _write_authors_standins(Path(_abs(spec.pop("authors_models"), repo_root())), log=log, **spec)
+            continue
         root = _abs(spec.pop("root"), repo_root())
         layout = spec.pop("layout")
         t0 = time.perf_counter()
@@ -173,6 +179,19 @@ def generate_datasets(profile: dict, log=print) -> None:
             spec["image_size"] = tuple(spec["image_size"])
         make_layout_city(root, layout, **spec)
         log(f"synthetic {layout} layout at {_short(root)} ({time.perf_counter() - t0:.0f} s)")
+
+
+def _write_authors_standins(folder: Path, log=print, **kwargs) -> None:
+    """``Pitts30K_struct.mat`` and ``TokyoTM_struct.mat`` in the authors' converted layout, random weights
+    (:func:`repro.model.authors.write_authors_struct`; ``kwargs``: its options), unless present."""
+    from repro.model.authors import AUTHORS_FILES, write_authors_struct
+
+    for seed, name in enumerate(AUTHORS_FILES.values()):
+        if not (folder / name).is_file():
+            t0 = time.perf_counter()
+            write_authors_struct(folder / name, seed=seed, **kwargs)
+            log(f"stand-in for the authors' {name} (random weights) at {_short(folder / name)} "
+                f"({time.perf_counter() - t0:.0f} s)")
 
 
 def _declared(notebook: str) -> dict:

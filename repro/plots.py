@@ -383,6 +383,42 @@ def figure_recall_vs_dim(figures_dir, record: dict):
     return fig, save_figure(fig, figures_dir, name)
 
 
+def plot_authors_models(table: pd.DataFrame):
+    """One panel per test set: the authors' released network evaluated here
+    (black diamonds) beside the paper's digitised "f_VLAD ours (V)+white"
+    curve (red, with its reading uncertainty as error bars, where the paper
+    has that panel). ``table``: :func:`repro.authors_eval.authors_table` rows."""
+    from repro.authors_eval import PAPER_LEGEND
+
+    sets = list(dict.fromkeys(table["dataset"]))
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.2 * len(sets), 4.4), squeeze=False)
+    for ax, dataset in zip(axes[0], sets):
+        r = table[table["dataset"] == dataset].sort_values("n")
+        synthetic = bool(r["synthetic"].iloc[0])
+        recall_curve(ax, r, f"authors' {r['model'].iloc[0]}, evaluated here", color="k", marker="D")
+        if "paper_recall_pct" in r and r["paper_recall_pct"].notna().any():
+            p = r[r["paper_recall_pct"].notna()]
+            # the digitisation's reading uncertainty (../shared/reference/README.md)
+            err = p["read_quality"].map({"clear": 0.2, "overlap": 0.5, "estimate": 1.0}).fillna(1.0)
+            ax.errorbar(p["n"], p["paper_recall_pct"], yerr=err, color="tab:red", marker="o", capsize=2,
+                        label=f"paper, Fig. 5: {PAPER_LEGEND}")
+        _finish_recall_axes(ax, _synthetic_title(f"{dataset} {r['split'].iloc[0]}", synthetic)
+                            + ("" if "paper_recall_pct" in r and r["paper_recall_pct"].notna().any()
+                               else "\n(no Figure 5 panel for this set)"))
+    fig.tight_layout()
+    return fig
+
+
+def figure_authors_models(figures_dir, table: pd.DataFrame, name: str | None = None):
+    """:func:`plot_authors_models` saved as ``figures/{name}`` (default
+    ``authors_models_{test sets}``); (None, []) when nothing was evaluated."""
+    if table.empty:
+        return None, []
+    name = name or "authors_models_" + "_".join(dict.fromkeys(table["dataset"]))
+    fig = plot_authors_models(table)
+    return fig, save_figure(fig, figures_dir, name)
+
+
 def redraw_all(results_dir, figures_dir) -> list[Path]:
     """Every per-experiment figure, from the result files alone (no model
     is run): training, alpha sweeps, recall against dimension."""

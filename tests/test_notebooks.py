@@ -19,13 +19,14 @@ from repro.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-NAMES = ["01_data_prep", "02_train", "03_alpha_sweep", "04_fmax_output_size", "05_paper_comparison"]
+NAMES = ["01_data_prep", "02_train", "03_alpha_sweep", "04_fmax_output_size", "05_paper_comparison",
+         "06_authors_models"]
 PAPER_KNOBS = ["dataset", "data_root", "backbone", "weights", "image_size", "epochs", "device"]
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*randomly initialised")
 
 
-def test_the_five_notebooks_exist():
+def test_the_six_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == NAMES
 
 
@@ -50,7 +51,8 @@ def test_profiles_plan(monkeypatch):
     """Every parameter a profile sets is declared by its notebook; sweeps expand."""
     for name in ("default", "smoke"):
         runs = pipeline.plan(pipeline.load_profile(name))
-        assert [r.notebook for r in runs][0] == "01_data_prep" and runs[-1].notebook == "05_paper_comparison"
+        assert [r.notebook for r in runs][0] == "01_data_prep" and [r.notebook for r in runs][-2:] == \
+            ["05_paper_comparison", "06_authors_models"]
         sweep = [r for r in runs if r.notebook == "03_alpha_sweep"]
         assert len(sweep) >= 3 and sweep[-1].params["alpha"] == "rule"
         assert len({r.name for r in runs}) == len(runs)
@@ -65,7 +67,8 @@ def test_profiles_plan(monkeypatch):
     runs = pipeline.plan(pipeline.load_profile("paper"))
     assert {r.params.get("backbone") for r in runs if r.notebook == "02_train" and not r.unavailable} == {
         "vgg16", "alexnet"}
-    assert [r.name for r in runs if r.unavailable] == ["02_train_tokyoTM"]  # TOKYOTM_ROOT unset: listed, skipped
+    # TOKYOTM_ROOT / TOKYO247_ROOT unset: listed, skipped
+    assert [r.name for r in runs if r.unavailable] == ["02_train_tokyoTM", "06_authors_models_tokyo247"]
     assert all(r.params.get("data_root") == "/data/pittsburgh" for r in runs if "data_root" in r.params)
 
 
@@ -111,12 +114,17 @@ def test_every_notebook_runs_end_to_end(tmp_path):
                               "eval_batch_size": 16, "eval_untrained": False}}},
         {"notebook": "04_fmax_output_size", "parameters": {"cache_dir": str(cache / "features"), "grids": [1, 2],
                                                            "whiten_dims": [32, 8]}},
-    ] + ([{"notebook": "05_paper_comparison"}] if have_reference else []))
+    ] + ([{"notebook": "05_paper_comparison"}] if have_reference else [])
+      + [{"notebook": "06_authors_models", "parameters": {"authors_model": str(tmp_path / "no_models")}}])
     logs = []
     assert pipeline.run_profile(str(profile), html=True, log=logs.append) == 0
     executed = sorted(p.stem for p in (tmp_path / "executed").glob("*.ipynb"))
     assert executed == ["01_data_prep", "02_train", "03_alpha_sweep_alpha50", "03_alpha_sweep_alpha_rule",
-                        "03_alpha_sweep_trained", "04_fmax_output_size"] + (["05_paper_comparison"] if have_reference else [])
+                        "03_alpha_sweep_trained", "04_fmax_output_size"] + (["05_paper_comparison"] if have_reference else []) \
+        + ["06_authors_models"]
+    authors = (tmp_path / "executed" / "06_authors_models.ipynb").read_text()
+    assert authors.count("authors' models: skipped pitts30k, pitts250k (no authors' model at") == 1  # one line
+    assert authors.count("authors' models: skipped") == 1 and "tokyo247 (no authors' model at" in authors
     for p in (tmp_path / "executed").glob("*.ipynb"):
         nb = nbformat.read(p, as_version=4)
         errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
@@ -153,13 +161,14 @@ def test_every_notebook_runs_end_to_end(tmp_path):
             assert (tmp_path / "figures" / f"{name}.{ext}").is_file(), name
     assert (results / "paper" / "netvlad_fig5.csv").is_file() or not (REPO.parent / "shared" / "reference").is_dir()
     runtimes = json.loads((tmp_path / "runtimes" / "tiny.json").read_text())
-    assert runtimes["full_run"]["wall_seconds"] > 0 and len(runtimes["runs"]) == 7
+    assert runtimes["full_run"]["wall_seconds"] > 0 and len(runtimes["runs"]) == 8
 
-    # a second invocation skips every run whose results exist (05 always runs)
+    # a second invocation skips every run whose results exist (05 always runs; 06 too: nothing to evaluate)
     logs.clear()
     pipeline.run_profile(str(profile), list_only=True, log=logs.append)
     skipped = [line for line in logs if "skipped, results exist" in line]
     assert len(skipped) == 5 and any("would run" in line and "05_paper_comparison" in line for line in logs)
+    assert any("would run" in line and "06_authors_models" in line for line in logs)
 
 
 def test_a_bad_alpha_stops_the_pipeline_before_any_notebook_runs(tmp_path):

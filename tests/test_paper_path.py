@@ -174,6 +174,7 @@ def test_paper_profile_trains_the_authors_layer_at_their_depths(pitts, monkeypat
 REHEARSAL_MAY_CHANGE = {
     "description", "results_dir", "figures_dir", "executed_dir", "update_readme", "generate", "x-counts",
     "data_root", "weights", "device",                      # synthetic data, no ImageNet weights, no GPU
+    "authors_model", "tokyo247_root",                      # stand-ins for the authors' files, synthetic data
     "epochs", "init_images", "init_descriptors", "whiten_dim", "whiten_dims", "requires",   # counts
 }
 COUNT_OPTIONS = {"init_images", "init_descriptors", "queries_per_epoch", "val_queries", "num_random_negatives",
@@ -327,7 +328,8 @@ def reduced_rehearsal(tmp: Path, image_size=(96, 128)) -> Path:
     prof = yaml.safe_load(text)
     prof.pop("x-counts")
     for spec in prof["generate"]:
-        spec.update(image_size=list(image_size), workers=1)
+        if "layout" in spec:  # the datasets (not the authors' model stand-ins)
+            spec.update(image_size=list(image_size), workers=1)
     prof["runtimes_dir"] = str(tmp / "runtimes")
     path = tmp / "rehearsal_small.yaml"
     path.write_text(yaml.safe_dump(prof))
@@ -364,6 +366,12 @@ def test_the_reduced_rehearsal_runs_every_notebook_of_the_paper_profile(tmp_path
     summary = (tmp_path / "results" / "summary.csv").read_text()
     assert "synthetic_tokyo247" in summary and "synthetic_pitts30k" in summary
     assert ",pitts30k," not in summary  # synthetic data is never labelled as Pittsburgh
+    # the authors' networks (stand-ins in their layout) on Pitts30k-test and Tokyo 24/7; no Pitts250k here
+    authors = {p.stem: json.loads(p.read_text()) for p in (tmp_path / "results" / "authors_models").glob("*.json")}
+    assert set(authors) == {"Pitts30K_struct_on_pitts30k", "TokyoTM_struct_on_tokyo247"}
+    assert all(r["synthetic"] and r["config"]["vlad_layout"] == "dim_major" and r["dim"] == 8 for r in authors.values())
+    assert any("skipped pitts250k (no pitts250k test split" in line for line in logs) or \
+        "pitts250k" in (tmp_path / "executed" / "06_authors_models.ipynb").read_text()
 
 
 def test_the_1m_rule_changes_no_tuple_on_the_synthetic_city(tiny_city):

@@ -400,7 +400,7 @@ def test_weights_of_another_architecture(entry, street, tmp_path, capsys, monkey
     elif entry == "cli-checkpoint":
         ckpt = tmp_path / "model.pth"
         save_model(ckpt, build_model("alexnet", "fmax", weights=None))
-        saved = torch.load(ckpt, weights_only=False)
+        saved = torch.load(ckpt, weights_only=True)
         saved["config"]["backbone"] = "vgg16"
         torch.save(saved, ckpt)
         forbid(monkeypatch, "repro.evaluate.extract_descriptors", "extraction")
@@ -570,7 +570,7 @@ def test_kill_during_a_results_write_keeps_the_previous_file(mode, tmp_path):
         assert ex.record_complete(path)
         assert [p.name for p in path.parent.glob("*.json")] == ["r.json"]  # readers never see the leftover
     else:
-        assert torch.load(path, weights_only=False)["epoch"] == 1
+        assert torch.load(path, weights_only=True)["epoch"] == 1
     leftovers = [p.name for p in path.parent.iterdir() if p != path]
     assert len(leftovers) == 1 and leftovers[0].startswith(f".{path.name}.") and leftovers[0].endswith(".tmp")
 
@@ -665,7 +665,7 @@ def test_disk_full_during_checkpointing(street, reference_run, tmp_path, monkeyp
     last = tmp_path / "run" / "last.pt"
     assert f"error: cannot write {last}: No space left on device (" in err
     assert "The previous last.pt is unchanged" in err and "resume=True (--resume)" in err
-    assert torch.load(last, weights_only=False)["epoch"] == 1  # the last good checkpoint, loadable
+    assert torch.load(last, weights_only=True)["epoch"] == 1  # the last good checkpoint, loadable
     assert not [p for p in last.parent.iterdir() if p.name.endswith(".tmp")]
     monkeypatch.setattr(torch, "save", real_save)
     resumed = train(cfg.replace(resume=True))  # after freeing space: continues, same result

@@ -94,10 +94,10 @@ def test_record_and_checkpoints_of_a_run(uninterrupted):
     assert {"loss", "violating_mined", "skipped", "val", "lr"} <= set(record["epochs"][1])
     assert set(record["test"]["recall"]) == {"1", "5", "10"}
     assert record["best_epoch"] == result.best_epoch >= 1
-    last = torch.load(out / "run" / "last.pt", weights_only=False)
+    last = torch.load(out / "run" / "last.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "miner", "rng", "config", "train_config", "history"} <= set(last)
     assert last["epoch"] == 3 and len(last["miner"]["neg_cache"]) == 12
-    best = torch.load(out / "run" / "best.pt", weights_only=False)
+    best = torch.load(out / "run" / "best.pt", weights_only=True)
     assert best["epoch"] == result.best_epoch
     assert same_state(best["state_dict"], result.model.state_dict())
 
@@ -112,7 +112,7 @@ def test_resume_after_an_interruption_gives_identical_results(street, uninterrup
     cfg = tiny_config(street, tmp_path, epochs=3)
     with pytest.raises(Interrupt):
         train(cfg, callback=stop)
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 1
     resumed = train(cfg.replace(resume=True))
     assert comparable(resumed.history) == comparable(full.history)
     assert resumed.test["recall"] == full.test["recall"] and resumed.best_epoch == full.best_epoch
@@ -147,7 +147,7 @@ train(tiny_config(Path({str(street)!r}), Path({str(tmp_path)!r}), epochs=3), cal
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["epoch"] == 2
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 2
     resumed = train(tiny_config(street, tmp_path, epochs=3, resume=True))
     assert comparable(resumed.history) == comparable(full.history)
     assert same_state(resumed.model.state_dict(), full.model.state_dict())
@@ -172,7 +172,7 @@ def test_atomic_save_never_replaces_a_good_file_with_a_partial_one(tmp_path, mon
     with pytest.raises(OSError, match="disk full"):
         atomic_torch_save({"epoch": 2, "w": torch.zeros(5)}, path)
     assert path.read_bytes() == good
-    assert torch.load(path, weights_only=False)["epoch"] == 1
+    assert torch.load(path, weights_only=True)["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no temporary file left
 
 
@@ -212,7 +212,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(st
     cfg = tiny_config(street, tmp_path, epochs=3)
     with pytest.raises(NonFiniteLossError, match=r"nan at epoch 2.*last good checkpoint.*last\.pt \(after epoch 1\)"):
         train(cfg, callback=watch)
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=False)["epoch"] == 1
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["epoch"] == 1
     assert json.loads((tmp_path / "record.json").read_text())["status"].startswith("failed")
 
 

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from repro.errors import DatasetError
+from repro.safe_load import load_object_npy
 
 __all__ = ["VPRBench", "IMAGE_EXTENSIONS", "list_images", "load_vprbench"]
 
@@ -91,10 +92,7 @@ def load_vprbench(root: str | os.PathLike) -> VPRBench:
     gt_file = root / "ground_truth_new.npy"
     if not gt_file.is_file():
         raise DatasetError(f"{root}: missing ground_truth_new.npy (expected {LAYOUT})")
-    try:
-        gt = np.load(gt_file, allow_pickle=True)  # object array: trusted benchmark file
-    except Exception as exc:  # noqa: BLE001 - numpy/pickle raise many types
-        raise DatasetError(f"{gt_file}: not a readable .npy file ({exc})") from exc
+    gt = load_object_npy(gt_file)  # an object array, read without running code from the file
     if gt.ndim != 2 or gt.shape[1] != 2:
         raise DatasetError(f"{gt_file}: expected one row [query_index, ref_indices] per query, got shape {list(gt.shape)}")
 

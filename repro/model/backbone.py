@@ -105,12 +105,9 @@ def _imagenet_state_dict(name: str) -> dict:
 
 
 def _load_weights_file(path: Path, name: str) -> dict:
-    if not path.is_file():
-        raise WeightsError(f"weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"{path}: not a readable PyTorch state dict ({exc})") from None
+    from repro.safe_load import load_torch_file
+
+    state = load_torch_file(path, "weights file (a PyTorch state dict)")
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
@@ -178,6 +175,40 @@ def _first_trainable_index(name: str, train_from: str) -> int:
         raise ConfigError(f"train_from={train_from!r} is not a layer of {name}; "
                           f"choose 'authors', 'last', 'all', 'none' or one of {conv_names}")
     return conv_names.index(train_from)
+
+
+class MatConvNetInput(nn.Module):
+    """ImageNet-normalised images -> the authors' (MatConvNet) input convention.
+
+    This project's image pipeline gives ``(x/255 - IMAGENET_MEAN) / IMAGENET_STD``;
+    the authors' networks take RGB in 0..255 minus their average image, with
+    no division by a standard deviation. The exact per-channel affine map
+    between the two, ``y = 255 * (x * std + mean) - pixel_mean``, put in front
+    of a base, lets the authors' weights see what they were trained on while
+    every loader, cache and evaluation of the project stays unchanged.
+
+    Args:
+        pixel_mean: the 3 RGB values (0..255) of the network's average image.
+    """
+
+    def __init__(self, pixel_mean):
+        super().__init__()
+        from repro.data.images import IMAGENET_MEAN, IMAGENET_STD
+
+        mean = torch.tensor([float(v) for v in pixel_mean], dtype=torch.float32)
+        if mean.shape != (3,):
+            raise ConfigError(f"pixel_mean must be 3 RGB values, got {list(pixel_mean)}")
+        self.register_buffer("scale", 255.0 * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", (255.0 * torch.tensor(IMAGENET_MEAN) - mean).view(1, 3, 1, 1),
+                             persistent=False)
+        self.pixel_mean = mean.tolist()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # in the module's precision (model.double() runs the whole network in float64)
+        return torch.addcmul(self.shift, x.to(self.shift.dtype), self.scale)
+
+    def extra_repr(self) -> str:
+        return "pixel_mean=[" + ", ".join(f"{v:.3f}" for v in self.pixel_mean) + "]"
 
 
 def _to_channels_last(module, args):

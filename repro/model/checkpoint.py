@@ -4,10 +4,9 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import torch
-
 from repro.atomic import atomic_torch_save
 from repro.errors import WeightsError
+from repro.safe_load import load_torch_file
 
 
 def save_model(path, model, extra: dict | None = None) -> None:
@@ -21,12 +20,7 @@ def load_model(path, map_location="cpu"):
     from repro.model.place_model import build_model
 
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:
-        raise WeightsError(f"{path}: not a readable checkpoint ({exc})") from None
+    ckpt = load_torch_file(path, "checkpoint", map_location)  # no code from the file runs
     state = ckpt.get("state_dict", ckpt.get("model")) if isinstance(ckpt, dict) else None
     if not isinstance(ckpt, dict) or "config" not in ckpt or not isinstance(state, dict):
         raise WeightsError(f"{path}: expected a checkpoint with 'config' and 'state_dict' (written by repro)")

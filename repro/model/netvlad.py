@@ -8,6 +8,10 @@ NetVLAD aggregates them into K x D residual sums
 
 then L2-normalises each cluster's row (intra-normalisation), flattens
 cluster-major (output index k*D + d) and L2-normalises the whole vector.
+The authors' MATLAB layer flattens the K x D matrix column-major instead
+(index k + K*d, "dim-major"); ``layout="dim_major"`` gives that order, which
+their PCA whitening expects (their released models, ``repro.model.authors``),
+and :func:`convert_vlad_layout` converts vectors between the two.
 
 Two parameterisations of the soft-assignment, both with {w_k}, {b_k}, {c_k}
 as separate trainable parameters (the decoupling that is the paper's point):
@@ -34,6 +38,27 @@ from torch import nn
 from repro.errors import ConfigError
 
 ASSIGNMENTS = ("paper", "fixed_bias")
+LAYOUTS = ("cluster_major", "dim_major")
+
+
+def convert_vlad_layout(vectors, num_clusters: int, dim: int, to: str):
+    """Reorder flattened NetVLAD vectors ``[..., K*D]`` between the two layouts.
+
+    ``to="dim_major"``: from ours (element (k, d) at k*D + d) to the
+    authors' (MATLAB's column-major K x D: element (k, d) at k + K*d);
+    ``to="cluster_major"``: back. A permutation: norms and distances are
+    unchanged. Works on torch tensors and numpy arrays.
+    """
+    if to not in LAYOUTS:
+        raise ConfigError(f"unknown NetVLAD layout {to!r}; choose one of {LAYOUTS}")
+    k, d = int(num_clusters), int(dim)
+    if vectors.shape[-1] != k * d:
+        raise ConfigError(f"NetVLAD vectors must have K*D = {k * d} elements, got shape {list(vectors.shape)}")
+    lead = tuple(vectors.shape[:-1])
+    grid = (k, d) if to == "dim_major" else (d, k)  # the order the input is in
+    v = vectors.reshape(*lead, *grid)
+    v = v.transpose(-1, -2) if torch.is_tensor(v) else v.swapaxes(-1, -2)
+    return v.reshape(*lead, k * d)
 
 
 def _as_tensor(x) -> torch.Tensor:
@@ -113,10 +138,12 @@ class NetVLAD(nn.Module):
         assignment: ``"paper"`` or ``"fixed_bias"`` (see module docstring).
         normalize_input: L2-normalise every local descriptor over channels
             first, as the authors' code does.
+        layout: ``"cluster_major"`` (ours, index k*D + d) or ``"dim_major"``
+            (the authors' MATLAB order, k + K*d; see :func:`convert_vlad_layout`).
     """
 
     def __init__(self, num_clusters: int = 64, dim: int = 512, alpha: float = 100.0,
-                 assignment: str = "paper", normalize_input: bool = True):
+                 assignment: str = "paper", normalize_input: bool = True, layout: str = "cluster_major"):
         super().__init__()
         if int(num_clusters) < 1 or int(dim) < 1:
             raise ConfigError(f"num_clusters and dim must be >= 1, got {num_clusters}, {dim}")
@@ -124,6 +151,9 @@ class NetVLAD(nn.Module):
         self.alpha = check_alpha(alpha)
         self.assignment = _check_assignment(assignment)
         self.normalize_input = normalize_input
+        if layout not in LAYOUTS:
+            raise ConfigError(f"unknown NetVLAD layout {layout!r}; choose one of {LAYOUTS}")
+        self.layout = layout
         # w_k as the [K, D] weight of a 1x1 convolution, b_k its bias, c_k the
         # anchors of the residuals: three independent parameters.
         self.assign_weight = nn.Parameter(torch.empty(self.num_clusters, self.dim))
@@ -171,8 +201,10 @@ class NetVLAD(nn.Module):
         # One autograd node with a hand-written backward (see _NetVLADFunction):
         # the same maths as forward_autograd, about half its time and fewer
         # temporaries of the [B, D, N] input size.
-        return _NetVLADFunction.apply(x.flatten(2), self.assign_weight, self.assign_bias, self.centroids,
-                                      self.normalize_input)
+        out = _NetVLADFunction.apply(x.flatten(2), self.assign_weight, self.assign_bias, self.centroids,
+                                     self.normalize_input)
+        return out if self.layout == "cluster_major" else convert_vlad_layout(out, self.num_clusters, self.dim,
+                                                                              self.layout)
 
     def forward_autograd(self, x: torch.Tensor) -> torch.Tensor:
         """The layer written with plain torch ops (autograd derives the
@@ -188,11 +220,14 @@ class NetVLAD(nn.Module):
         # intra-normalisation, per cluster. F.normalize divides by max(norm, 1e-12):
         # a cluster that received (almost) no assignment stays (almost) zero.
         vlad = F.normalize(vlad, dim=2)
-        return F.normalize(vlad.flatten(1), dim=1)  # index k*D + d, then L2
+        out = F.normalize(vlad.flatten(1), dim=1)  # index k*D + d, then L2
+        return out if self.layout == "cluster_major" else convert_vlad_layout(out, self.num_clusters, self.dim,
+                                                                              self.layout)
 
     def extra_repr(self) -> str:
         return (f"num_clusters={self.num_clusters}, dim={self.dim}, alpha={self.alpha:.4g}, "
-                f"assignment={self.assignment!r}, normalize_input={self.normalize_input}")
+                f"assignment={self.assignment!r}, normalize_input={self.normalize_input}"
+                + (f", layout={self.layout!r}" if self.layout != "cluster_major" else ""))
 
 
 EPS = 1e-12  # F.normalize's: divide by max(norm, EPS)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from repro.errors import ConfigError
-from repro.model.backbone import backbone_channels, build_backbone, check_backbone
+from repro.model.backbone import MatConvNetInput, backbone_channels, build_backbone, check_backbone
 from repro.model.fmax import FMaxPool, check_output_size
 from repro.model.netvlad import NetVLAD, check_alpha
 from repro.model.whitening import PCAWhitening
@@ -17,7 +17,8 @@ class PlaceModel(nn.Module):
     """Images ``[B, 3, H, W]`` (ImageNet-normalised) -> unit descriptors ``[B, dim]``.
 
     Attributes:
-        base: conv layers up to the last conv (no final ReLU).
+        base: conv layers up to the last conv (no final ReLU); for the
+            authors' networks preceded by :class:`MatConvNetInput`.
         pool: :class:`NetVLAD` or :class:`FMaxPool`.
         whitening: optional :class:`PCAWhitening`, fitted on database
             descriptors before use (see ``repro.evaluate``).
@@ -74,7 +75,8 @@ def pooled_dim(backbone: str, pooling: str, num_clusters: int = 64, fmax_output_
 def build_model(backbone: str = "alexnet", pooling: str = "netvlad", weights="imagenet",
                 train_from: str = "last", num_clusters: int = 64, alpha: float = 100.0,
                 assignment: str = "paper", normalize_input: bool = True,
-                fmax_output_size=(1, 1), whiten_dim: int | None = None) -> PlaceModel:
+                fmax_output_size=(1, 1), whiten_dim: int | None = None, vlad_layout: str = "cluster_major",
+                pixel_mean=None) -> PlaceModel:
     """Compose base + pooling (+ whitening); ``model.descriptor_dim`` tells its size.
 
     Args:
@@ -87,6 +89,11 @@ def build_model(backbone: str = "alexnet", pooling: str = "netvlad", weights="im
             (``repro.model.init_netvlad``).
         fmax_output_size: f_max grid, (1, 1) is the paper's f_max.
         whiten_dim: PCA-whitened output size (paper: 4096), None for none.
+        vlad_layout: NetVLAD's flattening, ``"cluster_major"`` (ours) or
+            ``"dim_major"`` (the authors' MATLAB order; their whitening expects it).
+        pixel_mean: None (torchvision's input: ImageNet mean/std), or 3 RGB
+            values: the base takes RGB in 0..255 minus them (the authors'
+            MatConvNet networks; :class:`MatConvNetInput`).
     """
     # Validate every option before the (possibly slow) weight loading.
     fmax_output_size = check_model_options(backbone, pooling, alpha if pooling == "netvlad" else None,
@@ -94,11 +101,19 @@ def build_model(backbone: str = "alexnet", pooling: str = "netvlad", weights="im
     config = dict(backbone=backbone, pooling=pooling, train_from=train_from, num_clusters=int(num_clusters),
                   alpha=float(alpha), assignment=assignment, normalize_input=bool(normalize_input),
                   fmax_output_size=list(fmax_output_size), whiten_dim=whiten_dim)
+    # recorded only when not the default, so records of our own models keep their keys
+    if vlad_layout != "cluster_major":
+        config["vlad_layout"] = vlad_layout
+    if pixel_mean is not None:
+        config["pixel_mean"] = [float(v) for v in pixel_mean]
     dim = backbone_channels(backbone)
     if pooling == "netvlad":
-        pool = NetVLAD(num_clusters, dim, alpha=alpha, assignment=assignment, normalize_input=normalize_input)
+        pool = NetVLAD(num_clusters, dim, alpha=alpha, assignment=assignment, normalize_input=normalize_input,
+                       layout=vlad_layout)
     else:
         pool = FMaxPool(dim, fmax_output_size)
     whitening = PCAWhitening(pool.output_dim, whiten_dim) if whiten_dim else None
     base = build_backbone(backbone, weights=weights, train_from=train_from)
+    if pixel_mean is not None:
+        base = nn.Sequential(MatConvNetInput(pixel_mean), *base)
     return PlaceModel(base, pool, whitening, config)

@@ -98,7 +98,8 @@ class HardNegativeMiner:
         self.table_mib = float(table_mib)
 
     def state_dict(self) -> dict:
-        return {"neg_cache": {int(k): v.copy() for k, v in self.neg_cache.items()}}
+        # tensors, not numpy arrays: checkpoints load with weights_only=True
+        return {"neg_cache": {int(k): torch.as_tensor(v, dtype=torch.int64).clone() for k, v in self.neg_cache.items()}}
 
     def load_state_dict(self, state: dict) -> None:
         self.neg_cache = {int(k): np.asarray(v, np.int64) for k, v in state["neg_cache"].items()}
