@@ -148,7 +148,8 @@ def _weights(v):
     if v is None or (isinstance(v, str) and v.lower() in ("imagenet", "none")):
         return None
     if not isinstance(v, (str, os.PathLike)) or not str(v):
-        return "None (random init), 'imagenet' or the path of a .pth state dict"
+        return ("None (random init), 'imagenet', the path of a .pth state dict, or the authors' converted "
+                "model (PATH.mat or authors:PATH: their VGG-16 base)")
 
 
 def _image_size_check(v):
@@ -294,6 +295,8 @@ def check_params(notebook: str, params: dict, check_paths: bool = True, base=Non
         base = Path(base) if base is not None else Path.cwd()
         at = lambda v: base / Path(v).expanduser()  # noqa: E731 - absolute paths stay as they are
         weights = checked.get("weights")
+        if isinstance(weights, str) and weights.startswith("authors:"):
+            weights = weights[len("authors:"):]
         if weights is not None and str(weights).lower() not in ("imagenet", "none") and not at(weights).is_file():
             raise WeightsError(f"{stem}: weights file not found: {at(weights)}; pass None (random init), "
                                "'imagenet', or the path of a .pth state dict")

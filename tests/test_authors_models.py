@@ -269,3 +269,17 @@ def test_evaluate_with_the_authors_model_on_the_synthetic_city(tiny_city, tmp_pa
     assert result["recall"]["1"] == pytest.approx(expected[1]) and result["recall"]["5"] == pytest.approx(expected[5])
     assert main(["evaluate", "--dataset", "synthetic", "--data-root", str(tiny_city), "--weights", str(path),
                  "--checkpoint", str(tmp_path / "x.pt")]) == 2
+
+
+def test_an_authors_file_as_base_weights_gives_their_base_and_input_convention(tmp_path, images):
+    """weights=PATH.mat in build_model (the notebooks' and train's `weights`): the authors' VGG-16 base and
+    preprocessing under this project's own pooling; the conv map equals the authors' network's."""
+    path = fixture_struct(tmp_path / "net.mat", seed=4)
+    theirs = load_authors_model(path)
+    ours = build_model("vgg16", "fmax", weights=str(path))
+    x = torch.randn(1, 3, 40, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.base(x), theirs.base(x))
+    assert ours.config["pixel_mean"] == theirs.config["pixel_mean"]
+    with pytest.raises(Exception, match="VGG-16"):
+        build_model("alexnet", "fmax", weights=f"authors:{path}")

@@ -46,7 +46,7 @@ from torch import nn
 from repro.errors import WeightsError
 from repro.model.place_model import PlaceModel, build_model
 
-__all__ = ["AUTHORS_FILES", "is_authors_weights", "authors_path", "load_authors_model", "read_authors_struct",
+__all__ = ["AUTHORS_FILES", "authors_base_weights", "is_authors_weights", "authors_path", "load_authors_model", "read_authors_struct",
            "write_authors_struct"]
 
 # The converted files' names as cvg/Hierarchical-Localization distributes them.
@@ -210,11 +210,8 @@ def load_authors_model(path, whiten: bool = True) -> PlaceModel:
                             assignment="fixed_bias", normalize_input=True,
                             whiten_dim=parts["whiten"][1].size if whiten and parts["whiten"] else None,
                             vlad_layout="dim_major", pixel_mean=parts["pixel_mean"])
-    convs = [m for m in model.base if isinstance(m, nn.Conv2d)]
+    _copy_convs(model.base, parts["convs"])
     with torch.no_grad():
-        for module, (w, b) in zip(convs, parts["convs"]):
-            module.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1))))
-            module.bias.copy_(torch.from_numpy(b))
         model.pool.assign_weight.copy_(assign)
         model.pool.centroids.copy_(torch.from_numpy(np.ascontiguousarray(parts["centres"].T)))
         if model.whitening is not None:
@@ -223,6 +220,23 @@ def load_authors_model(path, whiten: bool = True) -> PlaceModel:
             model.whitening.offset.copy_(torch.from_numpy(bias))
             model.whitening.fitted.fill_(True)
     return model.eval()
+
+
+def authors_base_weights(path):
+    """(a function that copies the authors' 13 conv layers into a VGG-16 ``features`` cut at conv5_3,
+    their average image's RGB values): for ``build_model(weights=PATH.mat)``."""
+    parts = read_authors_struct(authors_path(path))
+
+    return (lambda features: _copy_convs(features, parts["convs"])), parts["pixel_mean"]
+
+
+@torch.no_grad()
+def _copy_convs(features: nn.Module, convs: list) -> None:
+    """The file's conv layers into ``features``' 13 convs, MatConvNet ``[S, S, IN, OUT]`` -> ``[OUT, IN, S, S]``."""
+    modules = [m for m in features if isinstance(m, nn.Conv2d)]
+    for module, (w, b) in zip(modules, convs, strict=True):
+        module.weight.copy_(torch.from_numpy(np.ascontiguousarray(w.transpose(3, 2, 0, 1))))
+        module.bias.copy_(torch.from_numpy(b))
 
 
 def write_authors_struct(path, num_clusters: int = 64, whiten_dim: int | None = 4096, seed: int = 0,

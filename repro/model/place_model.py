@@ -1,6 +1,8 @@
 """The whole descriptor network: base -> pooling (-> PCA whitening)."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -82,7 +84,10 @@ def build_model(backbone: str = "alexnet", pooling: str = "netvlad", weights="im
     Args:
         backbone: "alexnet" (conv5, D=256) or "vgg16" (conv5_3, D=512).
         pooling: "netvlad" or "fmax".
-        weights: "imagenet", a path to a ``.pth`` state dict, or None.
+        weights: "imagenet", a path to a ``.pth`` state dict, the authors'
+            converted ``.mat`` (``authors:PATH`` or ``PATH.mat``: their VGG-16
+            base and its input convention; the pooling stays this model's),
+            or None.
         train_from: first trainable conv layer ("last", "all", "none" or a name).
         num_clusters, alpha, assignment, normalize_input: NetVLAD options;
             alpha is a placeholder until the layer is initialised from data
@@ -113,7 +118,24 @@ def build_model(backbone: str = "alexnet", pooling: str = "netvlad", weights="im
     else:
         pool = FMaxPool(dim, fmax_output_size)
     whitening = PCAWhitening(pool.output_dim, whiten_dim) if whiten_dim else None
-    base = build_backbone(backbone, weights=weights, train_from=train_from)
+    from repro.model.authors import authors_base_weights, is_authors_weights  # (authors.py builds on this module)
+
+    authors_base = None
+    if is_authors_weights(weights):
+        # the authors' released network's VGG-16 base (their conv weights and input convention);
+        # the pooling is this model's own, fitted as usual
+
+        if backbone != "vgg16":
+            raise ConfigError(f"weights {weights}: the authors' released networks are VGG-16; use backbone='vgg16'")
+        authors_base, pixel_mean = authors_base_weights(weights)
+        config["pixel_mean"] = [float(v) for v in pixel_mean]
+        weights = None
+    with warnings.catch_warnings():
+        if authors_base is not None:  # not random: the weights are copied in below
+            warnings.simplefilter("ignore")
+        base = build_backbone(backbone, weights=weights, train_from=train_from)
+    if authors_base is not None:
+        authors_base(base)
     if pixel_mean is not None:
         base = nn.Sequential(MatConvNetInput(pixel_mean), *base)
     return PlaceModel(base, pool, whitening, config)
