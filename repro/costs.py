@@ -215,7 +215,7 @@ def profile_costs(runs) -> tuple[list[Stage], dict]:
 
 def load_throughput(folder=None) -> list[dict]:
     """Every measurement in ``results/throughput/*.json``."""
-    from repro.experiments import repo_root
+    from repro.paths import repo_root
 
     folder = Path(folder) if folder else repo_root() / THROUGHPUT_DIR
     out = []
@@ -347,7 +347,8 @@ def _rehearsal_images() -> list[Path]:
     """The training database of the rehearsal's Pittsburgh-layout city (480x640 JPEGs), from the
     profile's own ``generate`` entry, so the rehearsal's data is reused, never rewritten."""
     from repro.data.datasets import load_split
-    from repro.pipeline import generate_datasets, load_profile, repo_root
+    from repro.paths import repo_root
+    from repro.pipeline import generate_datasets, load_profile
 
     spec = next(g for g in load_profile("rehearsal")["generate"] if g["layout"] == "pittsburgh")
     generate_datasets({"generate": [spec]}, log=lambda m: None)
@@ -370,7 +371,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     def run() -> int:
-        from repro.experiments import repo_root
+        from repro.paths import repo_root
 
         rec = measure(args.backbones, args.device, num_images=args.images, channels_last=not args.no_channels_last,
                       source=args.source)

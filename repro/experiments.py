@@ -29,6 +29,7 @@ import pandas as pd
 from repro.data.datasets import is_synthetic  # noqa: F401 - the notebooks call ex.is_synthetic
 from repro.errors import ConfigError
 from repro.model.netvlad import check_alpha
+from repro.paths import rel, repo_root  # noqa: F401  (rel: the notebooks call ex.rel)
 
 # The N of the paper's Figure 5.
 PAPER_NS = (1, 2, 3, 4, 5, 10, 15, 20, 25)
@@ -43,23 +44,6 @@ __all__ = [
 
 # ---------------------------------------------------------------------------
 # names and paths
-
-
-def repo_root() -> Path:
-    from repro.data.synthetic.generate import repo_root as _root
-
-    return _root()
-
-
-def rel(path) -> str:
-    """A path for printing: relative to the repository root when inside it
-    (executed notebooks then show no machine-specific prefix)."""
-    p = Path(path).resolve()
-    root = repo_root()
-    try:
-        return str(p.relative_to(root))
-    except ValueError:
-        return os.path.relpath(p, root) if p.parts[:2] == root.parts[:2] else str(p)
 
 
 def resolve_dir(path, default: str) -> Path:
@@ -966,7 +950,8 @@ def record_test_sets(record: dict) -> list[dict]:
         out.append({"test_set": None, "dataset": _train_dataset_label(record), "split": cfg.get("test_split") or "test",
                     "synthetic": bool(record.get("synthetic", False))})
     for name, t in (record.get("test_on") or {}).items():
-        out.append({"test_set": name, "dataset": dataset_label(t["dataset"], data_root=t.get("data_root")),
+        # the record's own synthetic flag: its data_root may be relative to another clone
+        out.append({"test_set": name, "dataset": f"synthetic_{t['dataset']}" if t.get("synthetic") else t["dataset"],
                     "split": t.get("split", "test"), "synthetic": bool(t.get("synthetic", False))})
     return out
 
@@ -1020,7 +1005,10 @@ def run_training(poolings=("netvlad", "fmax"), reuse_existing: bool = True, resu
         path = Path(cfg.record_path)
         if reuse_existing and record_complete(path):
             rec = json.loads(path.read_text())
-            if rec.get("config") == json.loads(json.dumps(cfg.to_dict())):
+            from repro.train.trainer import portable_config
+
+            # records store paths relative to the repository; those written before did not
+            if rec.get("config") in (json.loads(json.dumps(portable_config(cfg))), json.loads(json.dumps(cfg.to_dict()))):
                 log(f"{cfg.resolved_run_name()}: reusing the complete record {path}")
                 rec["path"] = path
                 records.append(rec)

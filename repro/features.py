@@ -42,14 +42,9 @@ from repro.errors import ConfigError
 from repro.evaluate import image_dataset, resolve_device
 from repro.metrics import recall_at_n, recall_by_group
 from repro.model import FMaxPool, NetVLAD, build_model
+from repro.paths import repo_root
 
 CACHE_VERSION = 1
-
-
-def repo_root() -> Path:
-    from repro.data.synthetic.generate import repo_root as _root
-
-    return _root()
 
 
 def default_cache_dir() -> Path:

@@ -55,16 +55,11 @@ from pathlib import Path
 import yaml
 
 from repro.errors import ConfigError, ReproError, report_errors
+from repro.paths import repo_root
 
 KERNEL_ENV = {"TQDM_DISABLE": "1", "SOURCE_DATE_EPOCH": "0"}
 PATH_KEYS = ("results_dir", "figures_dir", "cache_dir", "train_cache_dir", "data_root", "reference_dir", "authors_model",
              "tokyo247_root")
-
-
-def repo_root() -> Path:
-    from repro.data.synthetic.generate import repo_root as _root
-
-    return _root()
 
 
 def notebooks_dir() -> Path:

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from repro.report import atomic_write_text
+from repro.paths import repo_root
 
 PAPER_CITATION = "NetVLAD paper, Figure 5 (b, c), values digitised from the figure"
 CS4240_CITATION = ("CS4240 reproduction (Duinkerken and Verlaan, TU Delft), reported recall@N on Pitts30k-val "
@@ -54,12 +55,6 @@ def config_id(config: dict) -> str:
     d = {k: v for k, v in sorted(config.items()) if k not in CONFIG_ID_IGNORES}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
-
-
-def repo_root() -> Path:
-    from repro.data.synthetic.generate import repo_root as _root
-
-    return _root()
 
 
 def shared_dir() -> Path:
@@ -141,8 +136,9 @@ def _train_dataset_label(rec: dict) -> str:
     cfg = rec.get("config", {})
     if rec.get("dataset") == "synthetic" and cfg.get("data_root"):
         return f"synthetic_{Path(cfg['data_root']).name}"
-    return dataset_label(rec.get("dataset", "?"), cfg.get("synthetic_preset", "default"), cfg.get("city_seed", 0),
-                         rec.get("data_root"))
+    if rec.get("dataset") != "synthetic":  # the record's own flag: its data_root may be relative to another clone
+        return f"synthetic_{rec['dataset']}" if rec.get("synthetic") else rec.get("dataset", "?")
+    return dataset_label("synthetic", cfg.get("synthetic_preset", "default"), cfg.get("city_seed", 0))
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -305,3 +305,18 @@ def test_fmax_adam_and_whitening_at_evaluation(street, tmp_path):
     record = json.loads((tmp_path / "record.json").read_text())
     assert record["init"] is None and record["test_whitened"]["recall"] == {
         str(n): v for n, v in result.test_whitened["recall"].items()}
+
+
+def test_records_store_paths_relative_to_the_repository(tmp_path):
+    """A record is valid in another clone: paths inside the checkout are stored relative to it."""
+    from repro.paths import rel, repo_root
+    from repro.train.trainer import portable_config
+
+    root = repo_root()
+    cfg = tiny_config(root / "cache" / "synthetic" / "x", root / "cache" / "t",
+                      test_on=(f"synthetic:{root / 'cache' / 'other'}",))
+    d = portable_config(cfg)
+    assert (d["data_root"], d["out_dir"], d["record_path"]) == ("cache/synthetic/x", "cache/t/run", "cache/t/record.json")
+    assert d["test_on"] == ["synthetic:cache/other:test"]
+    assert cfg.to_dict()["data_root"] == str(root / "cache" / "synthetic" / "x")  # the config itself is unchanged
+    assert rel("/elsewhere-than-the-checkout/a") == "/elsewhere-than-the-checkout/a"  # outside it: absolute

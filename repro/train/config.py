@@ -296,7 +296,7 @@ class TrainConfig:
 
     def paths(self) -> tuple[Path, Path]:
         """(checkpoint folder, record file), defaults resolved against the repository root."""
-        from repro.data.synthetic.generate import repo_root
+        from repro.paths import repo_root
 
         name = self.resolved_run_name()
         out = Path(self.out_dir) if self.out_dir else repo_root() / "cache" / "train" / name

@@ -34,6 +34,7 @@ from repro.errors import DatasetError
 from .conditions import assign_conditions, db_camera, db_light, query_camera_and_light
 from .config import GENERATOR_VERSION, SPLITS, UTM_OFFSET, CityConfig, get_config
 from .layout import City, build_city, make_places, sample_query_positions
+from repro.paths import repo_root
 
 QUERY_COLUMNS = [
     "query_index", "image", "condition", "easting", "northing", "heading_deg", "height_m",
@@ -44,13 +45,6 @@ DB_COLUMNS = ["db_index", "image", "place", "easting", "northing", "heading_deg"
 PNG_COMPRESS = 1
 
 
-def repo_root() -> Path:
-    """The checkout holding this package (its pyproject.toml), else the cwd."""
-    here = Path(__file__).resolve()
-    for p in here.parents:
-        if (p / "pyproject.toml").is_file() and (p / "repro").is_dir():
-            return p
-    return Path.cwd()
 
 
 def default_city_root(preset: str = "default", seed: int = 0) -> Path:

@@ -59,6 +59,7 @@ from scipy.spatial import cKDTree
 
 from repro.data.dbstruct import DbStruct, save_dbstruct
 from repro.errors import ConfigError, DatasetError
+from repro.paths import repo_root
 
 from . import generate as gen
 from .conditions import assign_conditions, db_camera, db_light, query_camera_and_light
@@ -619,7 +620,7 @@ def default_layout_root(layout: str, preset: str = "default", seed: int = 0, dat
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown synthetic dataset layout {layout!r}; choose one of {list(LAYOUTS)}")
     name = dataset_name or _SPECS[layout].datasets[0]
-    return gen.repo_root() / "cache" / "synthetic" / "layouts" / f"{name}_{preset}_seed{seed}"
+    return repo_root() / "cache" / "synthetic" / "layouts" / f"{name}_{preset}_seed{seed}"
 
 
 def make_layout_city(root: str | os.PathLike | None, layout: str, preset: str | CityConfig = "default",
