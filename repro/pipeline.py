@@ -31,7 +31,10 @@ last run of a sweep stops the pipeline at once; every training run's whole
 :class:`repro.train.TrainConfig` is built and checked with its data's
 ``.mat`` files (:func:`repro.train.trainer.training_data`), so no
 configuration error can surface hours into a profile. A run is skipped when all of
-its result files exist (complete), unless ``--force``. Executed notebooks go to ``executed_dir`` (``results/executed/``
+its result files exist (complete), unless ``--force``; a run without result files of
+its own (05, which gathers the others', and 06 where nothing is evaluable) when its
+executed notebook is newer than every result file it reads (``--only`` and
+``--force`` run it), so an invocation with nothing to do rewrites no tracked file. Executed notebooks go to ``executed_dir`` (``results/executed/``
 for the default profile) with an HTML render beside them (``html/``); a
 failing notebook stops the pipeline with the notebook's name and the failing
 cell's error (the partly executed notebook is kept under
@@ -540,6 +543,9 @@ def run_profile(profile_name: str, force: bool = False, only: list[str] | None =
                 log(f"{head}: computing the paper's rule for alpha")
                 run = _resolve_rule(run, log)
             outputs = run.outputs() if run.abs_params.get("alpha") != "rule" else []
+            if not outputs and not force and not only and not list_only and _up_to_date(run, executed_dir, profile):
+                log(f"{head}: skipped, its executed notebook is newer than every result it reads; --force reruns")
+                continue
             if outputs and not force and all(_complete(p) for p in outputs):
                 log(f"{head}: skipped, results exist ({_short(outputs[0])}{' ...' if len(outputs) > 1 else ''}); "
                     "--force reruns")
@@ -570,6 +576,24 @@ def run_profile(profile_name: str, force: bool = False, only: list[str] | None =
     finish(profile, log)
     log(f"profile {profile['name']} finished in {time.perf_counter() - start:.0f} s")
     return 0
+
+
+# The result folders the notebooks without result files of their own (05, which gathers them, and 06
+# where nothing is evaluable) read; their outputs change only when one of these does.
+RESULT_FOLDERS = ("data", "train", "alpha_sweep", "fmax_output_size", "authors_models", "paper")
+
+
+def _up_to_date(run: Run, executed_dir: Path, profile: dict) -> bool:
+    """A run without result files of its own (05; 06 with nothing to evaluate) whose executed notebook is
+    newer than every result file it could read: rerunning it would only rewrite the same notebook with new
+    timings, so a pipeline invocation with nothing to do leaves the tree as it was."""
+    executed = executed_dir / f"{run.name}.ipynb"
+    if not executed.is_file():
+        return False
+    results_dir = Path(_abs(profile.get("results_dir", "results"), repo_root()))
+    newest = max((f.stat().st_mtime for d in RESULT_FOLDERS if (results_dir / d).is_dir()
+                  for f in (results_dir / d).rglob("*") if f.is_file()), default=0.0)
+    return executed.stat().st_mtime >= newest
 
 
 def _complete(path: Path) -> bool:

@@ -98,10 +98,18 @@ def write_paper_reference(out_dir=None, reference_dir=None) -> list[Path]:
     fig5, cs = ref / "netvlad_fig5.csv", ref / "cs4240_reproduction_pitts30k_val.csv"
     if not fig5.is_file():
         raise FileNotFoundError(f"{fig5} not found: the digitised Figure 5 numbers live in ../shared/reference")
-    written = [atomic_write_text(out / PAPER_FILE, _paper_table(pd.read_csv(fig5)).to_csv(index=False))]
+    written = [_write_if_changed(out / PAPER_FILE, _paper_table(pd.read_csv(fig5)).to_csv(index=False))]
     if cs.is_file():
-        written.append(atomic_write_text(out / CS4240_FILE, _cs4240_table(pd.read_csv(cs)).to_csv(index=False)))
+        written.append(_write_if_changed(out / CS4240_FILE, _cs4240_table(pd.read_csv(cs)).to_csv(index=False)))
     return written
+
+
+def _write_if_changed(path: Path, text: str) -> Path:
+    """Rewrite only a changed copy: its mtime then says when the reference changed (the pipeline's
+    test of whether 05 must rerun, ``repro.pipeline._up_to_date``)."""
+    if not (path.is_file() and path.read_text() == text):
+        atomic_write_text(path, text)
+    return path
 
 
 def load_paper_reference(results_dir=None, reference_dir=None, refresh: bool = True) -> tuple[pd.DataFrame, pd.DataFrame | None]:

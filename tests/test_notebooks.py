@@ -183,3 +183,24 @@ def test_a_bad_alpha_stops_the_pipeline_before_any_notebook_runs(tmp_path):
     assert not any("running" in line for line in logs)
     assert not (tmp_path / "executed").exists() or not any((tmp_path / "executed").iterdir())
     assert pipeline.main(["--profile", str(profile), "--no-html"]) == 2
+
+
+def test_a_gathering_notebook_is_rerun_only_when_a_result_it_reads_is_newer(tmp_path):
+    """05 (and 06 with nothing to evaluate) have no result files of their own: an invocation that changed no
+    result skips them, so a `make repro` with nothing to do leaves the tree as it was."""
+    import os
+
+    results, executed = tmp_path / "results", tmp_path / "executed"
+    (results / "train").mkdir(parents=True)
+    executed.mkdir()
+    run = pipeline.Run("05_paper_comparison", "05_paper_comparison", {}, {})
+    profile = {"results_dir": str(results)}
+    assert not pipeline._up_to_date(run, executed, profile)  # never executed: runs
+    record, nb = results / "train" / "r.json", executed / "05_paper_comparison.ipynb"
+    record.write_text("{}")
+    nb.write_text("{}")
+    os.utime(record, (1000, 1000))
+    os.utime(nb, (2000, 2000))
+    assert pipeline._up_to_date(run, executed, profile)
+    os.utime(record, (3000, 3000))  # a result newer than the executed notebook: rerun
+    assert not pipeline._up_to_date(run, executed, profile)
