@@ -2,6 +2,7 @@
 forward against a slow reference written here from the format description
 (../shared/reference/authors_models.md), bad files, evaluate and extract."""
 import json
+from pathlib import Path
 import struct
 
 import numpy as np
@@ -283,3 +284,19 @@ def test_an_authors_file_as_base_weights_gives_their_base_and_input_convention(t
     assert ours.config["pixel_mean"] == theirs.config["pixel_mean"]
     with pytest.raises(Exception, match="VGG-16"):
         build_model("alexnet", "fmax", weights=f"authors:{path}")
+
+
+def test_extract_a_dataset_split_with_names_relative_to_its_root(tiny_city, tmp_path):
+    from repro.data.datasets import load_split
+    from repro.evaluate import extract_descriptors
+
+    path = fixture_struct(tmp_path / "net.mat", seed=6)
+    out = tmp_path / "q.npy"
+    assert main(["extract", "--weights", str(path), "--dataset", "synthetic", "--data-root", str(tiny_city),
+                 "--split", "test", "--set", "queries", "--out", str(out)]) == 0
+    split = load_split("synthetic", tiny_city, "test")
+    names = (tmp_path / "q.names.txt").read_text().split()
+    assert names == [p.resolve().relative_to(Path(tiny_city).resolve()).as_posix() for p in split.q_paths]
+    np.testing.assert_allclose(np.load(out), extract_descriptors(load_authors_model(path), split.q_paths),
+                               rtol=1e-5, atol=1e-6)
+    assert main(["extract", "--weights", str(path), "--dataset", "synthetic", "--out", str(out)]) == 2  # no root
