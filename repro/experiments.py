@@ -257,8 +257,13 @@ def check_params(notebook: str, params: dict, check_paths: bool = True, base=Non
     """
     stem = Path(notebook).name.split(".")[0]
     none_ok = {"alpha"} if stem.startswith("04") else set()  # 04: None = the paper's rule
+    from repro.report.parameters import NOTEBOOK_PARAMETERS, declared_names
+
+    # the notebook's declared parameters (repro.report.parameters), each with its check
+    names = declared_names(stem) if stem in NOTEBOOK_PARAMETERS else list(PARAM_CHECKS)
     checked = {}
-    for name, (check, example) in PARAM_CHECKS.items():
+    for name in names:
+        check, example = PARAM_CHECKS[name]
         if name not in params:
             continue
         value = params[name]

@@ -204,3 +204,30 @@ def test_a_gathering_notebook_is_rerun_only_when_a_result_it_reads_is_newer(tmp_
     assert pipeline._up_to_date(run, executed, profile)
     os.utime(record, (3000, 3000))  # a result newer than the executed notebook: rerun
     assert not pipeline._up_to_date(run, executed, profile)
+
+
+def test_parameters_cells_and_the_readme_table_follow_the_declarations():
+    """One declaration per notebook (repro.report.parameters): its cell, its checks and the README table
+    agree with it; `python -m repro.report.parameters --write` regenerates cells and table."""
+    from repro.experiments import PARAM_CHECKS
+    from repro.report.parameters import (NOTEBOOK_PARAMETERS, README_END, README_START, declared_names,
+                                         parameters_cell, readme_table)
+
+    assert sorted(NOTEBOOK_PARAMETERS) == NAMES
+    for path in NOTEBOOKS:
+        nb = nbformat.read(path, as_version=4)
+        (cell,) = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        assert cell.source == parameters_cell(path.stem), f"{path.name}: parameters cell differs from its declaration"
+        assert all(name in PARAM_CHECKS for name in declared_names(path.stem)), path.stem  # each has its check
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index(README_START) + len(README_START):readme.index(README_END)].strip()
+    assert table == readme_table()
+
+
+def test_a_parameter_a_notebook_does_not_declare_is_not_checked_for_it():
+    from repro.experiments import check_params
+
+    # 05 declares no alpha: a bad alpha in its globals is none of its business; 03's is
+    check_params("05_paper_comparison", {"alpha": -1, "results_dir": "x"}, check_paths=False)
+    with pytest.raises(ConfigError, match="alpha"):
+        check_params("03_alpha_sweep", {"alpha": -1}, check_paths=False)

@@ -6,11 +6,12 @@ import subprocess
 from pathlib import Path
 
 from repro.atomic import atomic_write_text  # noqa: F401  (re-exported: results are written with it)
+from repro.paths import repo_root
 
 
 def git_commit(short: bool = False) -> str | None:
     """The repository's current commit (with '-dirty' if it has changes), or None."""
-    root = Path(__file__).resolve().parents[1]
+    root = repo_root()
     try:
         sha = subprocess.run(["git", "rev-parse", "--short" if short else "--verify", "HEAD"], cwd=root,
                              capture_output=True, text=True, check=True).stdout.strip()
