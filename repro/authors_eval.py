@@ -53,13 +53,6 @@ def _model_file(authors_model, trained_on: str) -> Path | None:
     return p if p.suffix.lower() == ".mat" else p / AUTHORS_FILES[trained_on]
 
 
-def _split_file(dataset: str, root, split: str) -> Path | None:
-    if root is None:
-        return None
-    cands = [Path(root).expanduser() / m.format(split=split) for m in DATASETS[dataset].mat]
-    return next((c for c in cands if c.is_file()), None)
-
-
 def authors_plan(test_sets, authors_model=None, data_root=None, tokyo247_root=None) -> list[dict]:
     """One entry per test set: ``{"dataset", "split", "trained_on", "model", "root", "skip"}``;
     ``skip`` is None or one line saying what is absent."""
@@ -75,7 +68,7 @@ def authors_plan(test_sets, authors_model=None, data_root=None, tokyo247_root=No
             skip = f"no authors' model at {model}"
         elif root is None:
             skip = f"{root_param} not set"
-        elif _split_file(dataset, root, split) is None:
+        elif DATASETS[dataset].find_mat(Path(root).expanduser(), split)[0] is None:
             skip = f"no {dataset} {split} split under {root} (expected {DATASETS[dataset].mat[0].format(split=split)})"
         plan.append({"dataset": dataset, "split": split, "trained_on": trained_on,
                      "model": None if model is None else str(model), "root": None if root is None else str(root),

@@ -75,6 +75,49 @@ def _add_fit_args(p: argparse.ArgumentParser, default_source: str) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _check_model_args(args) -> bool:
+    """The model and fit options (cheap, before any data): returns whether the model comes from a file."""
+    from repro.data.datasets import parse_dataset_spec
+    from repro.model.authors import is_authors_weights
+    from repro.model.place_model import check_model_options
+
+    pretrained = bool(args.checkpoint) or is_authors_weights(args.weights)
+    if not pretrained:
+        check_model_options(args.backbone, args.pooling, args.alpha, tuple(args.fmax_size))
+    _check_counts(args, FIT_COUNTS)
+    if args.init_from:
+        parse_dataset_spec(args.init_from, default_split="train", what="--init-from")
+    return pretrained
+
+
+def _built_and_fitted(args, model, fit_paths, fit_name: str, init: dict, device, init_netvlad: bool, whiten: bool):
+    """The model from the options when none was loaded, its NetVLAD initialised and/or its whitening fitted
+    on ``fit_paths`` (recorded in ``init``); returns the model."""
+    import torch
+
+    from repro.evaluate import fit_whitening, init_netvlad_from_images, whitening_images
+    from repro.model import build_model
+
+    if model is None:
+        torch.manual_seed(args.seed)
+        model = build_model(args.backbone, args.pooling, weights=args.weights,
+                            num_clusters=args.num_clusters, alpha=100.0 if args.alpha is None else args.alpha,
+                            assignment=args.assignment, fmax_output_size=tuple(args.fmax_size))
+    if init_netvlad:
+        init["netvlad"] = init_netvlad_from_images(
+            model, fit_paths, args.image_size, num_images=args.init_images,
+            num_descriptors=args.init_descriptors, alpha=args.alpha, device=device, seed=args.seed,
+            kmeans_iterations=args.kmeans_iterations)
+        print(f"NetVLAD initialised from {init['netvlad']['num_descriptors']} descriptors of {fit_name}: "
+              f"alpha={init['netvlad']['alpha']:.4g} (rule: {init['netvlad']['alpha_rule']:.4g})")
+    if whiten:
+        model = fit_whitening(model, fit_paths, args.whiten_dim, args.image_size, args.batch_size, device,
+                              args.workers, args.whiten_fit_images, args.seed)
+        init["whitening"] = {"dim": args.whiten_dim,
+                             "num_images": len(whitening_images(fit_paths, args.whiten_fit_images, args.seed))}
+    return model
+
+
 def _check_counts(args, names) -> None:
     for name in names:
         value = getattr(args, name)
@@ -105,23 +148,13 @@ def _add_evaluate(sub) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    import torch
-
-    from repro.data.datasets import load_split, parse_dataset_spec
-    from repro.evaluate import (check_split_images, check_whitening_fit, evaluate_split, fit_split, fit_whitening,
-                                init_netvlad_from_images, resolve_device, whitening_images)
-    from repro.model import build_model
-    from repro.model.authors import is_authors_weights
-    from repro.model.place_model import check_model_options, pooled_dim
+    from repro.data.datasets import load_split
+    from repro.evaluate import check_split_images, check_whitening_fit, evaluate_split, fit_split, resolve_device
+    from repro.model.place_model import pooled_dim
     from repro.report import print_recall_table, write_json
 
     # Options first (cheap), then the data, then the model: every user error before any long work.
-    pretrained = bool(args.checkpoint) or is_authors_weights(args.weights)
-    if not pretrained:
-        check_model_options(args.backbone, args.pooling, args.alpha, tuple(args.fmax_size))
-    _check_counts(args, FIT_COUNTS)
-    if args.init_from:
-        parse_dataset_spec(args.init_from, default_split="train", what="--init-from")
+    _check_model_args(args)
     if args.json:
         _check_writable(Path(args.json))
     device = resolve_device(args.device)
@@ -145,23 +178,9 @@ def cmd_evaluate(args) -> int:
             check_split_images(source, backbone, args.image_size)
         if whiten:
             check_whitening_fit(args.whiten_dim, min(source.num_db, args.whiten_fit_images), source.name)
-    if model is None:
-        torch.manual_seed(args.seed)
-        model = build_model(args.backbone, args.pooling, weights=args.weights,
-                            num_clusters=args.num_clusters, alpha=100.0 if args.alpha is None else args.alpha,
-                            assignment=args.assignment, fmax_output_size=tuple(args.fmax_size))
-    if init_netvlad:
-        init["netvlad"] = init_netvlad_from_images(
-            model, source.db_paths, args.image_size, num_images=args.init_images,
-            num_descriptors=args.init_descriptors, alpha=args.alpha, device=device, seed=args.seed,
-            kmeans_iterations=args.kmeans_iterations)
-        print(f"NetVLAD initialised from {init['netvlad']['num_descriptors']} descriptors of {source.name} "
-              f"database images: alpha={init['netvlad']['alpha']:.4g} (rule: {init['netvlad']['alpha_rule']:.4g})")
-    if whiten:
-        model = fit_whitening(model, source.db_paths, args.whiten_dim, args.image_size, args.batch_size, device,
-                              args.workers, args.whiten_fit_images, args.seed)
-        init["whitening"] = {"dim": args.whiten_dim,
-                             "num_images": len(whitening_images(source.db_paths, args.whiten_fit_images, args.seed))}
+    model = _built_and_fitted(args, model, source.db_paths if source is not None else None,
+                              f"{source.name} database images" if source is not None else "", init, device,
+                              init_netvlad, whiten)
     result = evaluate_split(model, split, args.image_size, ns=args.ns, batch_size=args.batch_size,
                             device=device, num_workers=args.workers)
     print_recall_table(split.name, model.config, result)
@@ -212,25 +231,14 @@ def _add_extract(sub) -> None:
 
 
 def cmd_extract(args) -> int:
-    import torch
-
     from repro.data.datasets import load_split, parse_dataset_spec
     from repro.data.images import check_images
-    from repro.evaluate import (extract_descriptors, fit_split, fit_whitening, init_netvlad_from_images,
-                                resolve_device, whitening_images)
+    from repro.evaluate import extract_descriptors, fit_split, resolve_device
     from repro.extract import check_output, folder_images, write_descriptors
-    from repro.model import build_model
     from repro.model.backbone import MIN_INPUT_SIZE
-    from repro.model.authors import is_authors_weights
-    from repro.model.place_model import check_model_options
 
     # options, output folder, images, model: every user error before the extraction starts
-    _check_counts(args, FIT_COUNTS)
-    pretrained = bool(args.checkpoint) or is_authors_weights(args.weights)
-    if not pretrained:
-        check_model_options(args.backbone, args.pooling, args.alpha, tuple(args.fmax_size))
-    if args.init_from:
-        parse_dataset_spec(args.init_from, default_split="train", what="--init-from")
+    pretrained = _check_model_args(args)
     out = check_output(args.out)
     device = resolve_device(args.device)
     split = None
@@ -276,20 +284,9 @@ def cmd_extract(args) -> int:
         if fit_paths is not paths:
             check_images(fit_paths, min_size=None if args.image_size else MIN_INPUT_SIZE[backbone],
                          what="images to fit on")
-    if model is None:
-        torch.manual_seed(args.seed)
-        model = build_model(args.backbone, args.pooling, weights=args.weights, num_clusters=args.num_clusters,
-                            alpha=100.0 if args.alpha is None else args.alpha, assignment=args.assignment,
-                            fmax_output_size=tuple(args.fmax_size))
-    if init_netvlad:
-        init["netvlad"] = init_netvlad_from_images(
-            model, fit_paths, args.image_size, num_images=args.init_images, num_descriptors=args.init_descriptors,
-            alpha=args.alpha, device=device, seed=args.seed, kmeans_iterations=args.kmeans_iterations)
-    if whiten:
-        model = fit_whitening(model, fit_paths, args.whiten_dim, args.image_size, args.batch_size, device,
-                              args.workers, args.whiten_fit_images, args.seed)
-        init["whitening"] = {"dim": args.whiten_dim,
-                             "num_images": len(whitening_images(fit_paths, args.whiten_fit_images, args.seed))}
+    fit_name = (f"the {len(paths)} extracted images" if init.get("transductive") and not split
+                else f"{init.get('dataset')} {init.get('split')} database images")
+    model = _built_and_fitted(args, model, fit_paths, fit_name, init, device, init_netvlad, whiten)
     descriptors = extract_descriptors(model, paths, args.image_size, args.batch_size, device, args.workers,
                                       desc=f"extract ({len(paths)} images)")
     written = write_descriptors(out, descriptors, names, {

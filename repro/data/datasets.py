@@ -73,6 +73,11 @@ class DatasetLayout:
     how_to_get: str = ""
     kind: str = "dbstruct"
 
+    def find_mat(self, root, split: str) -> tuple[Path | None, list[Path]]:
+        """(the split's dbStruct .mat under ``root``, or None; the candidates tried, in order)."""
+        tried = [Path(root) / m.format(split=split) for m in self.mat]
+        return next((p for p in tried if p.is_file()), None), tried
+
     def describe(self) -> str:
         if self.kind == "vprbench":
             return VPRBENCH_LAYOUT.replace("ROOT", "DATA_ROOT")
@@ -319,8 +324,7 @@ def load_split(
 
     if split not in layout.splits:
         raise ConfigError(f"dataset {dataset!r} has no split {split!r}; valid splits: {', '.join(layout.splits)}")
-    tried = [root / m.format(split=split) for m in layout.mat]
-    mat = next((p for p in tried if p.is_file()), None)
+    mat, tried = layout.find_mat(root, split)
     if mat is None:
         raise DatasetError(
             f"no dbStruct .mat for {dataset} {split}; tried: {', '.join(str(p) for p in tried)}. "
