@@ -41,7 +41,7 @@ smoke: $(STAMP)
 # into results/throughput/cpu.json, which prices `--profile paper --list`.
 rehearsal: $(STAMP)
 	$(PY) -m repro.pipeline --profile rehearsal $(ARGS)
-	$(PY) -m repro.costs measure --device cpu --source "make rehearsal"
+	$(PY) -m repro.report.costs measure --device cpu --source "make rehearsal"
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -5,7 +5,7 @@
 2. checks that CUDA gives the CPU's descriptors for the same weights and
    images (cosine > 0.999 per image, VGG-16 + NetVLAD K = 64 with the
    k-means initialisation, float32 and channels-last);
-3. measures extraction and training throughput (``repro.costs.measure``)
+3. measures extraction and training throughput (``repro.report.costs.measure``)
    into ``results/throughput/cuda.json``, which ``python -m repro.pipeline
    --profile paper --list`` uses to project the paper profile's time;
 4. trains the rehearsal's VGG-16 + NetVLAD run on ``cuda`` (the paper's
@@ -38,13 +38,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from repro.costs import THROUGHPUT_DIR, measure, projected_seconds, training_stages  # noqa: E402
+from repro.atomic import write_json  # noqa: E402
 from repro.data.datasets import load_split  # noqa: E402
 from repro.data.synthetic import make_layout_city  # noqa: E402
 from repro.evaluate import evaluate_split, extract_descriptors, init_netvlad_from_images  # noqa: E402
 from repro.model import build_model  # noqa: E402
 from repro.model.backbone import use_channels_last  # noqa: E402
-from repro.report import write_json  # noqa: E402
+from repro.report.costs import (  # noqa: E402
+    THROUGHPUT_DIR,
+    measure,
+    projected_seconds,
+    training_stages,
+)
 from repro.train import TrainConfig, train  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

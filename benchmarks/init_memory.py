@@ -20,9 +20,9 @@ def peak_mib(batch_size: int) -> tuple[float, float]:
 
     import torch
 
-    from repro.costs import _rehearsal_images
     from repro.evaluate import image_dataset
     from repro.model import build_model, sample_local_descriptors
+    from repro.report.costs import _rehearsal_images
 
     warnings.simplefilter("ignore")
     model = build_model("vgg16", "netvlad", weights=None, num_clusters=64)

@@ -17,12 +17,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
-
 import pandas as pd
 
 from benchmarks.common import RESULTS
-from repro.experiments import OffTheShelf, netvlad_init_cached
-from repro.report import atomic_write_text
+from repro.atomic import atomic_write_text
+from repro.report.off_the_shelf import OffTheShelf, netvlad_init_cached
 
 SETTINGS = {"faiss defaults (synthetic default profile)": (25, 256), "the authors' (paper path)": (100, None)}
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import shutil
 import tempfile
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 
 from repro.errors import ConfigError, StorageError
+from repro.paths import git_commit
 
 # errno values that mean "this file system cannot take the write"
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO}
@@ -124,3 +126,16 @@ def atomic_torch_save(obj, path) -> Path:
     with atomic_open(path, "wb") as f:
         torch.save(obj, f)
     return Path(path)
+
+
+def write_json(path, obj: dict) -> Path:
+    """Atomic JSON write of a result record; adds ``git_commit`` unless present."""
+    obj = {"git_commit": git_commit(), **obj}
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+
+
+def _jsonable(x):
+    try:
+        return x.item()  # numpy / torch scalars
+    except AttributeError:
+        return str(x)

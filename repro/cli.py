@@ -151,7 +151,8 @@ def cmd_evaluate(args) -> int:
     from repro.data.datasets import load_split
     from repro.evaluate import check_split_images, check_whitening_fit, evaluate_split, fit_split, resolve_device
     from repro.model.place_model import pooled_dim
-    from repro.report import print_recall_table, write_json
+    from repro.atomic import write_json
+    from repro.evaluate import print_recall_table
 
     # Options first (cheap), then the data, then the model: every user error before any long work.
     _check_model_args(args)
@@ -321,7 +322,7 @@ def _add_calibrate(sub) -> None:
 
 
 def cmd_calibrate(args) -> int:
-    from repro.calibration import calibrate_city
+    from repro.data.synthetic.calibration import calibrate_city
 
     calibrate_city(args.preset, args.city_seed, args.split, args.seed, out=args.out)
     return 0

@@ -14,10 +14,20 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm  # plain text, also under papermill (no widgets)
 
 from repro.data.datasets import PlaceSplit, check_evaluable
-from repro.data.images import ImageListDataset, check_images, collate_images, same_size_groups
+from repro.data.images import (
+    ImageListDataset,
+    check_images,
+    collate_images,
+    same_size_groups,
+)
 from repro.errors import ConfigError
 from repro.metrics import recall_at_n
-from repro.model import PlaceModel, crop_descriptors, init_netvlad, sample_local_descriptors
+from repro.model import (
+    PlaceModel,
+    crop_descriptors,
+    init_netvlad,
+    sample_local_descriptors,
+)
 from repro.model.backbone import MIN_INPUT_SIZE, check_backbone
 from repro.model.netvlad import NetVLAD, check_alpha
 
@@ -238,3 +248,14 @@ def fit_whitening(model: PlaceModel, paths, whiten_dim: int, image_size=None, ba
     out.whitening = PCAWhitening(model.pooled_dim, whiten_dim).to(resolve_device(device)).fit(desc)
     out.config = {**model.config, "whiten_dim": int(whiten_dim)}
     return out
+
+
+def print_recall_table(name: str, config: dict, result: dict) -> None:
+    """One line per N: ``recall@N  pct``, with the model and split in a header
+    (``result``: what :func:`evaluate_split` returns)."""
+    pooling = config.get("pooling")
+    print(f"\n{name}: {config.get('backbone')} + {pooling}, {result['dim']}-D, "
+          f"{result['num_queries']} queries ({result['num_without_positive']} without a positive), "
+          f"{result['seconds']:.1f} s")
+    for n, pct in result["recall"].items():
+        print(f"  recall@{n:<3d} {pct:6.2f} %")

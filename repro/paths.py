@@ -1,11 +1,13 @@
-"""Where the repository is: the one place that knows (result files, caches and
-notebooks are named relative to it)."""
+"""Where the repository is, and which commit it is at: the one place that
+knows (result files, caches and notebooks are named relative to it; records
+carry the commit)."""
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
-__all__ = ["repo_root", "rel"]
+__all__ = ["repo_root", "rel", "git_commit"]
 
 
 def repo_root() -> Path:
@@ -28,3 +30,16 @@ def rel(path) -> str:
         return str(p.relative_to(root))
     except ValueError:
         return os.path.relpath(p, root) if p.parts[:2] == root.parts[:2] else str(p)
+
+
+def git_commit(short: bool = False) -> str | None:
+    """The repository's current commit (with '-dirty' if it has changes), or None."""
+    root = repo_root()
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short" if short else "--verify", "HEAD"], cwd=root,
+                             capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ("-dirty" if dirty else "")

@@ -12,12 +12,17 @@ import warnings
 
 import torch
 
+from repro.atomic import write_json
 from repro.data.datasets import load_split
 from repro.data.synthetic import default_city_root, make_synthetic_city
-from repro.evaluate import check_split_images, evaluate_split, init_netvlad_from_images
+from repro.evaluate import (
+    check_split_images,
+    evaluate_split,
+    init_netvlad_from_images,
+    print_recall_table,
+)
 from repro.model import build_model
 from repro.model.init import FAISS_DEFAULT_KMEANS
-from repro.report import print_recall_table, write_json
 
 SEED = 0
 

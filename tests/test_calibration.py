@@ -3,8 +3,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repro.calibration import calibrate_city, thumbnails
 from repro.data.synthetic import load_query_conditions
+from repro.data.synthetic.calibration import calibrate_city, thumbnails
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*randomly initialised")
 

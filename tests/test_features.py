@@ -1,16 +1,25 @@
-"""The conv-map cache behind the evaluation-only sweeps (repro.features)."""
+"""The conv-map cache behind the evaluation-only sweeps (repro.report.conv_maps)."""
 import numpy as np
 import pytest
 import torch
 
-import repro.features as features
+import repro.report.conv_maps as features
 from repro.data import load_split
 from repro.evaluate import extract_descriptors, init_netvlad_from_images
-from repro.experiments import OffTheShelf, netvlad_init_cached, rule_alpha
-from repro.features import (BaseSpec, cache_key, conv_maps, evaluate_descriptors, fmax_pool, netvlad_pool, pca_fit,
-                            pca_project, pool_maps)
 from repro.metrics import recall_at_n
 from repro.model import build_model
+from repro.report.conv_maps import (
+    BaseSpec,
+    cache_key,
+    conv_maps,
+    evaluate_descriptors,
+    fmax_pool,
+    netvlad_pool,
+    pca_fit,
+    pca_project,
+    pool_maps,
+)
+from repro.report.off_the_shelf import OffTheShelf, netvlad_init_cached, rule_alpha
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*randomly initialised")
 SIZE = (64, 80)

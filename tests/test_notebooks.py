@@ -10,12 +10,13 @@ import json
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from repro import pipeline
 from repro.errors import ConfigError
+from repro.report import pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -209,25 +210,70 @@ def test_a_gathering_notebook_is_rerun_only_when_a_result_it_reads_is_newer(tmp_
 def test_parameters_cells_and_the_readme_table_follow_the_declarations():
     """One declaration per notebook (repro.report.parameters): its cell, its checks and the README table
     agree with it; `python -m repro.report.parameters --write` regenerates cells and table."""
-    from repro.experiments import PARAM_CHECKS
-    from repro.report.parameters import (NOTEBOOK_PARAMETERS, README_END, README_START, declared_names,
-                                         parameters_cell, readme_table)
+    from repro.report.parameters import (
+        NOTEBOOK_PARAMETERS,
+        README_END,
+        README_START,
+        Param,
+        parameters_cell,
+        readme_table,
+    )
 
     assert sorted(NOTEBOOK_PARAMETERS) == NAMES
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         (cell,) = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
         assert cell.source == parameters_cell(path.stem), f"{path.name}: parameters cell differs from its declaration"
-        assert all(name in PARAM_CHECKS for name in declared_names(path.stem)), path.stem  # each has its check
+        params = [p for p in NOTEBOOK_PARAMETERS[path.stem][1] if isinstance(p, Param)]
+        assert all(p.check is not None and p.name in p.check.example for p in params), path.stem  # each has its check
     readme = (REPO / "README.md").read_text()
     table = readme[readme.index(README_START) + len(README_START):readme.index(README_END)].strip()
     assert table == readme_table()
 
 
 def test_a_parameter_a_notebook_does_not_declare_is_not_checked_for_it():
-    from repro.experiments import check_params
+    from repro.report.parameters import check_params
 
     # 05 declares no alpha: a bad alpha in its globals is none of its business; 03's is
     check_params("05_paper_comparison", {"alpha": -1, "results_dir": "x"}, check_paths=False)
     with pytest.raises(ConfigError, match="alpha"):
         check_params("03_alpha_sweep", {"alpha": -1}, check_paths=False)
+
+
+@pytest.mark.parametrize("notebook, params, ok", [
+    ("02_train", {"epochs": np.int64(4), "seed": np.int32(0)}, True),  # numpy scalars count as Python's
+    ("02_train", {"epochs": True}, False),  # a bool is not an integer
+    ("02_train", {"epochs": 4.0}, False),  # nor is a float
+    ("02_train", {"image_size": (96, 128)}, True),
+    ("02_train", {"image_size": [96, 128, 3]}, False),
+    ("02_train", {"train_options": {"queries_per_epoch": 20}}, True),
+    ("04_fmax_output_size", {"grids": [1, (2, 3), [4, 4]]}, True),
+    ("04_fmax_output_size", {"grids": []}, False),
+    ("04_fmax_output_size", {"grids": [True]}, False),
+    ("04_fmax_output_size", {"alpha": None}, True),  # 04: None = the paper's rule
+    ("03_alpha_sweep", {"alpha": None}, False),  # 03 sweeps given alphas
+    ("03_alpha_sweep", {"alpha": float("inf")}, False),
+    ("03_alpha_sweep", {"alpha": 50}, True),
+    ("06_authors_models", {"test_sets": ["pitts30k", "tokyo247"]}, True),
+    ("06_authors_models", {"test_sets": ["tokyo"]}, False),
+    ("03_alpha_sweep", {"train": np.bool_(True)}, True),
+    ("03_alpha_sweep", {"train": 1}, False),
+])
+def test_parameter_checks_accept_and_refuse(notebook, params, ok):
+    """The declared pydantic types: strict for scalars (no bool as an int, no float as an int), lists or
+    tuples for pairs, the notebook's own variant of a name (04's alpha may be None)."""
+    from repro.report.parameters import check_params
+
+    if ok:
+        assert check_params(notebook, params, check_paths=False) == params  # returned as given
+    else:
+        (name,) = params
+        with pytest.raises(ConfigError, match=rf"{notebook}: parameter {name}=.* must be .*; e.g. papermill \.\.\. "):
+            check_params(notebook, params, check_paths=False)
+
+
+def test_the_test_sets_check_names_the_authors_steps_sets():
+    from repro.report.authors_models import AUTHORS_TESTS
+    from repro.report.parameters import _TEST_SETS
+
+    assert tuple(AUTHORS_TESTS) == _TEST_SETS

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import yaml
 
-from repro import pipeline
-from repro.costs import Stage, format_costs, projected_seconds, training_stages
 from repro.data.datasets import load_split
 from repro.data.dbstruct import DbStruct
 from repro.data.synthetic import make_layout_city
 from repro.errors import ConfigError
-from repro.experiments import planned_train_configs
 from repro.model.backbone import build_backbone
+from repro.report import pipeline
+from repro.report.costs import Stage, format_costs, projected_seconds, training_stages
+from repro.report.training import planned_train_configs
 from repro.train import TrainConfig
 from repro.train.tuples import build_tuples
 

@@ -6,9 +6,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from repro import results as res
-from repro.experiments import alpha_sweep_path, check_alpha_param, expected_outputs, train_rows
 from repro.errors import ConfigError
+from repro.report import claims, readme, reference, summary
+from repro.report.names import alpha_sweep_path, expected_outputs
+from repro.report.parameters import check_alpha_param
+from repro.report.training import train_rows
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO.parent / "shared" / "reference"
@@ -84,7 +86,7 @@ def results(tmp_path):
 
 
 def test_summary_columns_rows_and_flags(results):
-    s = res.collect_summary(results)
+    s = summary.collect_summary(results)
     for c in ["experiment", "dataset", "backbone", "pooling", "dim", "trained", "alpha", "seed", "n", "recall_pct",
               "synthetic", "source"]:
         assert c in s.columns
@@ -99,29 +101,29 @@ def test_summary_columns_rows_and_flags(results):
     assert tr["dataset"].unique().tolist() == ["synthetic_default_seed0"]
     assert s.loc[s["experiment"] == "alpha_sweep", "is_rule_alpha"].sum() == 3  # one alpha, three N
     assert (s["source"].str.startswith("results/")).all()
-    path, df = res.write_summary(results)
+    path, df = summary.write_summary(results)
     assert path == results / "summary.csv" and len(pd.read_csv(path)) == len(df)
 
 
 def test_empty_results_give_an_empty_summary_and_untested_claims(tmp_path):
-    s = res.collect_summary(tmp_path / "nothing")
+    s = summary.collect_summary(tmp_path / "nothing")
     assert s.empty and "recall_pct" in s.columns
-    c = res.claims_table(s)
-    assert len(c) == len(res.CLAIMS) and set(c["supported"]) == {"not tested"}
+    c = claims.claims_table(s)
+    assert len(c) == len(claims.CLAIMS) and set(c["supported"]) == {"not tested"}
 
 
 def test_compare_verdicts():
     a = pd.DataFrame({"n": NS, "recall_pct": [30.0, 50.0, 60.0]})
-    assert res.compare(a, a.assign(recall_pct=[20.0, 40.0, 50.0]))[0] == "yes"
-    assert res.compare(a, a.assign(recall_pct=[30.0, 40.0, 50.0]))[0] == "yes"  # a tie at one N, higher elsewhere
-    assert res.compare(a, a.assign(recall_pct=[40.0, 60.0, 70.0]))[0] == "no"
-    assert res.compare(a, a)[0] == "no" and "tie" in res.compare(a, a)[1]
-    assert res.compare(a, a.assign(recall_pct=[20.0, 60.0, 50.0]))[0] == "mixed"
-    assert res.compare(a, a.iloc[0:0])[0] == "not tested"
+    assert claims.compare(a, a.assign(recall_pct=[20.0, 40.0, 50.0]))[0] == "yes"
+    assert claims.compare(a, a.assign(recall_pct=[30.0, 40.0, 50.0]))[0] == "yes"  # a tie at one N, higher elsewhere
+    assert claims.compare(a, a.assign(recall_pct=[40.0, 60.0, 70.0]))[0] == "no"
+    assert claims.compare(a, a)[0] == "no" and "tie" in claims.compare(a, a)[1]
+    assert claims.compare(a, a.assign(recall_pct=[20.0, 60.0, 50.0]))[0] == "mixed"
+    assert claims.compare(a, a.iloc[0:0])[0] == "not tested"
 
 
 def _claims(results):
-    c = res.claims_table(res.collect_summary(results))
+    c = claims.claims_table(summary.collect_summary(results))
     return {cid: g for cid, g in c.groupby("claim_id")}
 
 
@@ -161,7 +163,7 @@ def test_synthetic_and_real_never_compared_together(results):
     real = train_record("fmax", (1, 2, 3), (90, 95, 97), dataset="pitts30k")
     real["run_name"] = "pitts30k_alexnet_fmax_seed0"
     write(results / "train" / "real_fm.json", real)
-    c = res.claims_table(res.collect_summary(results))
+    c = claims.claims_table(summary.collect_summary(results))
     nv = c[c["claim_id"] == "netvlad_vs_fmax"]
     # the real f_max (90) has no NetVLAD partner on pitts30k, so no row for it; the synthetic verdict is unchanged
     assert set(nv["dataset"]) == {"synthetic_default_seed0 (test)"}
@@ -194,19 +196,19 @@ def test_train_rows_whitened_and_grid():
 
 
 def test_readme_section_between_markers(results, tmp_path):
-    s = res.collect_summary(results)
-    section = res.readme_section(s, res.claims_table(s), "python -m repro.pipeline --profile default")
+    s = summary.collect_summary(results)
+    section = readme.readme_section(s, claims.claims_table(s), "python -m repro.pipeline --profile default")
     assert "(synthetic)" in section and "The paper's claims" in section
-    readme = tmp_path / "README.md"
-    readme.write_text("# Title\n\n## Results\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\n## After\ntext\n")
-    assert res.update_readme(readme, section)
-    text = readme.read_text()
+    path = tmp_path / "README.md"
+    path.write_text("# Title\n\n## Results\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\n## After\ntext\n")
+    assert readme.update_readme(path, section)
+    text = path.read_text()
     assert "old" not in text and section in text and text.endswith("## After\ntext\n") and text.startswith("# Title")
-    assert not res.update_readme(readme, section)  # idempotent
+    assert not readme.update_readme(path, section)  # idempotent
     bare = tmp_path / "BARE.md"
     bare.write_text("# Only a title\n")
-    res.update_readme(bare, section)
-    assert bare.read_text().count(res.README_START) == 1
+    readme.update_readme(bare, section)
+    assert bare.read_text().count(readme.README_START) == 1
 
 
 def test_runtimes_table(tmp_path):
@@ -215,16 +217,16 @@ def test_runtimes_table(tmp_path):
         "runs": {"02_train": {"seconds": 600}, "03_alpha_sweep_alpha0.01": {"seconds": 10},
                  "03_alpha_sweep_alpha_rule": {"seconds": 12}, "01_data_prep_pitts30k": {"seconds": 5}},
         "full_run": {"wall_seconds": 700.0, "cpu_count": 2}}))
-    rt = res.load_runtimes(tmp_path).set_index("notebook")
+    rt = readme.load_runtimes(tmp_path).set_index("notebook")
     assert rt.loc["03_alpha_sweep", "runs"] == 2 and rt.loc["03_alpha_sweep", "seconds"] == 22
     assert rt.loc["01_data_prep", "seconds"] == 5 and rt.loc["(whole profile)", "seconds"] == 700
-    assert "11.7" in res.runtimes_markdown(rt.reset_index())
+    assert "11.7" in readme.runtimes_markdown(rt.reset_index())
     # a fresh-tree run is kept beside the last (warm) full run
     (tmp_path / "default.json").write_text(json.dumps({
         "profile": "default", "runs": {"02_train": {"seconds": 600}},
         "full_run": {"wall_seconds": 500.0, "caches_at_start": ["features", "synthetic"]},
         "full_run_fresh": {"wall_seconds": 700.0, "caches_at_start": []}}))
-    whole = res.load_runtimes(tmp_path).query("notebook == '(whole profile)'")
+    whole = readme.load_runtimes(tmp_path).query("notebook == '(whole profile)'")
     assert whole["seconds"].tolist() == [700.0, 500.0]
     assert "fresh tree" in whole["conditions"].iloc[0] and "features" in whole["conditions"].iloc[1]
 
@@ -248,9 +250,9 @@ def fake_reference(folder: Path) -> Path:
 
 def test_paper_copy_cites_the_figure_and_is_tidy(tmp_path):
     ref = fake_reference(tmp_path / "ref")
-    written = res.write_paper_reference(tmp_path / "paper", ref)
-    assert [p.name for p in written] == [res.PAPER_FILE, res.CS4240_FILE]
-    paper, cs = res.load_paper_reference(tmp_path, ref, refresh=False)
+    written = reference.write_paper_reference(tmp_path / "paper", ref)
+    assert [p.name for p in written] == [reference.PAPER_FILE, reference.CS4240_FILE]
+    paper, cs = reference.load_paper_reference(tmp_path, ref, refresh=False)
     assert (paper["source"] == "NetVLAD paper, Figure 5 (b, c), values digitised from the figure").all()
     assert set(paper["dataset"]) == {"pitts30k", "pitts250k"} and set(paper["split"]) == {"test"}
     assert paper.loc[paper["dataset"] == "pitts30k", "panel"].unique().tolist() == ["b"]
@@ -259,36 +261,36 @@ def test_paper_copy_cites_the_figure_and_is_tidy(tmp_path):
     assert cs["split"].unique().tolist() == ["val"] and "CS4240" in cs["source"].iloc[0]
     assert set(cs["pooling"]) == {"fmax", "none (flattened conv5)"}
     # evidence for a claim comes from the copy
-    ev = res._paper_evidence(paper, "netvlad_vs_fmax")
+    ev = claims._paper_evidence(paper, "netvlad_vs_fmax")
     assert ev.startswith("yes") and "85.5/93.1/95.0 vs 79.0/90.1/93.3" in ev
 
 
 def test_paper_copy_works_without_shared(tmp_path, monkeypatch):
     ref = fake_reference(tmp_path / "ref")
-    res.write_paper_reference(tmp_path / "paper", ref)
-    paper, _ = res.load_paper_reference(tmp_path, tmp_path / "absent")  # no reference folder: the copy is used
+    reference.write_paper_reference(tmp_path / "paper", ref)
+    paper, _ = reference.load_paper_reference(tmp_path, tmp_path / "absent")  # no reference folder: the copy is used
     assert len(paper) == 9
     # another results folder (the smoke profile's) falls back to the repository's committed copy
     repo = tmp_path / "repo"
-    res.write_paper_reference(repo / "results" / "paper", ref)
-    monkeypatch.setattr(res, "repo_root", lambda: repo)
-    paper, cs = res.load_paper_reference(tmp_path / "smoke", tmp_path / "absent")
+    reference.write_paper_reference(repo / "results" / "paper", ref)
+    monkeypatch.setattr(reference, "repo_root", lambda: repo)
+    paper, cs = reference.load_paper_reference(tmp_path / "smoke", tmp_path / "absent")
     assert len(paper) == 9 and cs is not None and not (tmp_path / "smoke").exists()
-    monkeypatch.setattr(res, "repo_root", lambda: tmp_path / "fresh-clone-without-copy")
+    monkeypatch.setattr(reference, "repo_root", lambda: tmp_path / "fresh-clone-without-copy")
     with pytest.raises(FileNotFoundError, match="neither"):
-        res.load_paper_reference(tmp_path / "empty", tmp_path / "absent")
+        reference.load_paper_reference(tmp_path / "empty", tmp_path / "absent")
 
 
 def test_committed_copy_matches_the_reference():
-    committed = REPO / "results" / "paper" / res.PAPER_FILE
+    committed = REPO / "results" / "paper" / reference.PAPER_FILE
     if not REFERENCE.is_dir() and not committed.is_file():
         pytest.skip("neither ../shared/reference nor the committed results/paper copy is present")
     if not REFERENCE.is_dir():
         pytest.skip("../shared/reference is absent (a fresh clone): nothing to compare the committed copy with")
     if not committed.is_file():
         pytest.skip("results/paper/ has not been generated yet (python -m repro.pipeline)")
-    fresh = res._paper_table(pd.read_csv(REFERENCE / "netvlad_fig5.csv"))
-    copy, _ = res.load_paper_reference(REPO / "results", REPO / "no-such-folder", refresh=False)
+    fresh = reference._paper_table(pd.read_csv(REFERENCE / "netvlad_fig5.csv"))
+    copy, _ = reference.load_paper_reference(REPO / "results", REPO / "no-such-folder", refresh=False)
     assert len(copy) == len(fresh) == 252
     assert copy["recall_pct"].tolist() == fresh["recall_pct"].tolist()
     assert copy["legend"].tolist() == fresh["legend"].tolist()
@@ -328,11 +330,11 @@ def test_replicate_runs_count_once(results):
     rec["run_name"] = "replicate_of_nv"
     rec["config"]["ns"] = [1, 5, 10, 20]
     write(results / "train" / "replicate.json", rec)
-    s = res.collect_summary(results)
+    s = summary.collect_summary(results)
     assert s.loc[s["experiment"] == "train", "run"].nunique() == 3
-    c = res.claims_table(s)
+    c = claims.claims_table(s)
     assert (c["claim_id"] == "trained_vs_off_the_shelf").sum() == 2  # netvlad once, fmax once
     rec["config"]["seed"] = 1  # another seed is another configuration
     write(results / "train" / "replicate.json", rec)
-    c = res.claims_table(res.collect_summary(results))
+    c = claims.claims_table(summary.collect_summary(results))
     assert (c["claim_id"] == "trained_vs_off_the_shelf").sum() == 3

@@ -1,7 +1,27 @@
-"""The report half of repro: what serves the notebooks and the pipeline
-(the library half, ``repro.data``/``model``/``train``/``evaluate``, builds,
-trains and evaluates models). Moving in step by step (issue 14): so far
-result files and console tables (:mod:`repro.report.files`, imported here as
-``repro.report.write_json`` etc., as before) and the notebooks' parameter
-declarations (:mod:`repro.report.parameters`)."""
-from repro.report.files import atomic_write_text, git_commit, print_recall_table, write_json  # noqa: F401
+"""The report: what serves the notebooks and the pipeline.
+
+The library half of ``repro`` (``repro.data``, ``repro.model``,
+``repro.train``, ``repro.evaluate``, ``repro.loss``, ``repro.metrics``)
+builds, trains and evaluates models; this package turns them into the
+report. One module per notebook step:
+
+    data_prep        01_data_prep           the dataset, built or validated, and counted
+    training         02_train               training runs from the notebook's parameters
+    alpha_sweep      03_alpha_sweep         NetVLAD's alpha, off-the-shelf (and trained)
+    fmax_size        04_fmax_output_size    recall against descriptor size
+    summary, claims, readme, reference
+                     05_paper_comparison    results/summary.csv, results/claims.csv, the README's
+                                            results section, the paper's numbers
+    authors_models   06_authors_models      the authors' released networks
+
+and what the steps share:
+
+    parameters       every notebook's parameters, declared once, and their checks
+    names            result files and their names (what the pipeline skips)
+    off_the_shelf    untrained models on cached conv maps (03, 04)
+    conv_maps        the conv-map cache and pooling of cached maps
+    plots, figures   drawing, and the figure files under figures/
+    profiles         params/{profile}.yaml and the runs it plans
+    pipeline         the runner (python -m repro.pipeline)
+    costs            what a profile costs, and the measured throughput that prices it
+"""

@@ -1,19 +1,177 @@
-"""Every notebook's parameters, declared once.
+"""Every notebook's parameters, declared once, and their checks.
 
-From :data:`NOTEBOOK_PARAMETERS` follow: the notebook's ``parameters`` cell
-(:func:`parameters_cell`; ``python -m repro.report.parameters --write``
-rewrites the cells and the README table, and a test fails when either
-disagrees with the declarations), the check each notebook's first cell and
-the pipeline make (:func:`repro.experiments.check_params`, with the check of
-:data:`repro.experiments.PARAM_CHECKS` of each declared name) and the README's
-table of parameters (:func:`readme_table`).
+Each :class:`Param` names a notebook parameter: its default (Python source),
+what it is, its paper-scale value, and its :class:`Check` (a pydantic type,
+what the value must be, a papermill example; :data:`CHECKS` gives one per
+name, since a name means the same thing in every notebook). From
+:data:`NOTEBOOK_PARAMETERS` follow:
+
+- the notebook's ``parameters`` cell (:func:`parameters_cell`;
+  ``python -m repro.report.parameters --write`` rewrites the cells and the
+  README table, and a test fails when either disagrees with the declarations);
+- the check each notebook's first cell and the pipeline (for every run,
+  before the first starts) make: :func:`check_params`;
+- the README's table of parameters (:func:`readme_table`).
 """
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field, fields
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
 
-__all__ = ["Param", "Note", "NOTEBOOK_PARAMETERS", "parameters_cell", "readme_table", "declared_names"]
+import numpy as np
+from pydantic import (
+    AfterValidator,
+    Field,
+    InstanceOf,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
+
+from repro.data import DATASETS
+from repro.errors import ConfigError
+from repro.model.backbone import BACKBONES
+from repro.model.fmax import check_output_size
+from repro.model.netvlad import check_alpha
+from repro.model.place_model import POOLINGS
+
+__all__ = ["Check", "CHECKS", "Param", "Note", "NOTEBOOK_PARAMETERS", "check_params", "check_alpha_param",
+           "parameters_cell", "readme_table", "declared_names"]
+
+
+# ---------------------------------------------------------------------------
+# the checks: pydantic types (scalars strict: 16.0 is not an integer, "yes" not a bool), each with
+# what the value must be (the error says it) and a papermill example
+
+
+def _at_least(low: int):
+    return Annotated[StrictInt, Field(ge=low)]
+
+
+def _choice(*values):
+    return Literal[values]
+
+
+_PATH = Union[Annotated[StrictStr, Field(min_length=1)], InstanceOf[os.PathLike]]
+_ALPHA = Annotated[Union[StrictInt, StrictFloat], AfterValidator(check_alpha)]
+_PAIR = Annotated[list[_at_least(1)], Field(min_length=2, max_length=2)]
+
+
+def _train_fields(options: dict) -> dict:
+    from repro.train import TrainConfig
+
+    unknown = sorted(set(options) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise ValueError(f"unknown: {unknown}")
+    return options
+
+
+def _grids(grids: list) -> list:
+    for g in grids:
+        check_output_size(g)  # the layer's own check (a ConfigError is a ValueError)
+    return grids
+
+
+@dataclass(frozen=True)
+class Check:
+    """What a parameter must be: ``type`` (checked with pydantic), ``expected``
+    (said in the error), ``example`` (how to pass it with papermill)."""
+
+    type: Any
+    expected: str
+    example: str
+
+    def problem(self, value) -> str | None:
+        """None when ``value`` passes, else what it must be (and, where the check says more, why)."""
+        try:
+            _adapter(self.type).validate_python(_plain(value))
+        except ValidationError as exc:
+            why = [str(e["ctx"]["error"]) for e in exc.errors() if e["type"] == "value_error"]
+            return self.expected + (f" ({why[0].removeprefix('Value error, ')})" if why else "")
+        return None
+
+
+@cache
+def _adapter(tp) -> TypeAdapter:
+    return TypeAdapter(tp)
+
+
+def _plain(value):
+    """numpy scalars as Python's (a profile or a caller may pass them; papermill passes Python values)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+_GRIDS = "a non-empty list of f_max grids (g for g x g, or [h, w]), each at least 1x1"
+_DATASETS = tuple(d for d in DATASETS if d != "vprbench")
+_TEST_SETS = ("pitts30k", "pitts250k", "tokyo247")  # repro.report.authors_models.AUTHORS_TESTS (a test checks)
+C = Check
+# name -> its check, in every notebook that declares the name
+CHECKS = {
+    "dataset": C(_choice(*_DATASETS), "one of " + ", ".join(map(repr, _DATASETS)), "-p dataset pitts30k"),
+    "data_root": C(Optional[_PATH], "None or a non-empty string (a path or a name)", "-p data_root /data/pittsburgh"),
+    "synthetic_preset": C(_choice("tiny", "default", "large"), "one of 'tiny', 'default', 'large'",
+                          "-p synthetic_preset tiny"),
+    "city_seed": C(_at_least(0), "an integer >= 0", "-p city_seed 0"),
+    "seed": C(_at_least(0), "an integer >= 0", "-p seed 0"),
+    "n_samples": C(_at_least(0), "an integer >= 0", "-p n_samples 6"),
+    "backbone": C(_choice(*BACKBONES), "one of " + ", ".join(map(repr, BACKBONES)), "-p backbone vgg16"),
+    "weights": C(Optional[_PATH], "None (random init), 'imagenet', the path of a .pth state dict, or the authors' "
+                 "converted model (PATH.mat or authors:PATH: their VGG-16 base)", "-p weights imagenet"),
+    "image_size": C(Optional[_PAIR], "None (native size) or [H, W], two positive integers",
+                    '-y "image_size: [96, 128]"'),
+    "device": C(_PATH, "a non-empty string (a path or a name)", "-p device cpu"),
+    "epochs": C(_at_least(1), "an integer >= 1", "-p epochs 4"),
+    "poolings": C(Annotated[list[_choice(*POOLINGS)], Field(min_length=1)],
+                  f"a non-empty list drawn from {list(POOLINGS)}", '-y "poolings: [netvlad, fmax]"'),
+    "num_clusters": C(_at_least(2), "an integer >= 2", "-p num_clusters 64"),
+    "whiten_dim": C(Optional[_at_least(1)], "None or an integer >= 1", "-p whiten_dim 4096"),
+    "assignment": C(Optional[_choice("paper", "fixed_bias")], "None or one of 'paper', 'fixed_bias'",
+                    "-p assignment fixed_bias"),
+    "train_options": C(Annotated[dict[str, Any], AfterValidator(_train_fields)],
+                       "a dict of repro.train.TrainConfig fields",
+                       '-y "train_options: {queries_per_epoch: 200}"'),
+    "reuse_existing": C(StrictBool, "True or False", "-p reuse_existing False"),
+    "train": C(StrictBool, "True or False", "-p train True"),
+    "alpha": C(_ALPHA, "a positive, finite number (NetVLAD's alpha)",
+               "-p alpha 50"),
+    "init_images": C(_at_least(1), "an integer >= 1", "-p init_images 500"),
+    "init_descriptors": C(_at_least(1), "an integer >= 1", "-p init_descriptors 50000"),
+    "split": C(_choice("train", "val", "test"), "one of 'train', 'val', 'test'", "-p split test"),
+    "feature_dtype": C(_choice("float32", "float16"), "one of 'float32', 'float16'", "-p feature_dtype float16"),
+    "grids": C(Annotated[list[Union[_at_least(1), _PAIR]], Field(min_length=1), AfterValidator(_grids)], _GRIDS,
+               '-y "grids: [1, 2, 4]"'),
+    "whiten_dims": C(list[_at_least(1)], "a list of positive integers", '-y "whiten_dims: [256, 128]"'),
+    "whiten_fit_images": C(_at_least(1), "an integer >= 1", "-p whiten_fit_images 10000"),
+    "results_dir": C(_PATH, "a non-empty string (a path or a name)", "-p results_dir ../results"),
+    "figures_dir": C(_PATH, "a non-empty string (a path or a name)", "-p figures_dir ../figures"),
+    "cache_dir": C(Optional[_PATH], "None or a non-empty string (a path)", "-p cache_dir ../cache/features"),
+    "train_cache_dir": C(Optional[_PATH], "None or a non-empty string (a path)", "-p train_cache_dir ../cache/train"),
+    "reference_dir": C(Optional[_PATH], "None or a non-empty string (a path)",
+                       "-p reference_dir ../../shared/reference"),
+    "authors_model": C(Optional[_PATH], "None or a non-empty string (a path)", "-p authors_model /data/models/authors"),
+    "tokyo247_root": C(Optional[_PATH], "None or a non-empty string (a path)", "-p tokyo247_root /data/tokyo247"),
+    "test_sets": C(Annotated[list[_choice(*_TEST_SETS)], Field(min_length=1)],
+                   f"a non-empty list of test sets among {list(_TEST_SETS)}", '-y "test_sets: [pitts30k, tokyo247]"'),
+    "batch_size": C(_at_least(1), "an integer >= 1", "-p batch_size 16"),
+}
+del C
+# folders a run writes to: checked writable before it starts
+WRITABLE_PARAMS = ("results_dir", "figures_dir", "cache_dir", "train_cache_dir")
+
+
+# ---------------------------------------------------------------------------
+# the declarations
 
 
 @dataclass(frozen=True)
@@ -24,6 +182,11 @@ class Param:
     default: str
     what: str = ""
     paper: str | None = None
+    check: Check | None = field(default=None, compare=False)  # None: CHECKS[name]
+
+    def __post_init__(self):
+        if self.check is None:
+            object.__setattr__(self, "check", CHECKS[self.name])
 
     def comment(self) -> str:
         return "; ".join(x for x in ((f"paper-scale: {self.paper}" if self.paper else ""), self.what) if x)
@@ -59,6 +222,7 @@ def _shared():
 
 def _declarations() -> dict:
     s, P = _shared(), Param
+    optional_alpha = Optional[_ALPHA]
     real = [s["dataset"], s["data_root"], s["synthetic_preset"], s["city_seed"]]
     model = [s["backbone"], s["weights"], s["image_size"], s["device"]]
     out = [s["seed"], s["results_dir"], s["figures_dir"]]
@@ -90,7 +254,9 @@ def _declarations() -> dict:
             P("grids", "[1, 2, 3, 4, 5]", "f_max output grids g x g (each at most the conv map's size)"),
             P("whiten_dims", "[1024, 512, 256, 128, 64]", "NetVLAD PCA reductions", "[4096, 2048, 1024, 512, 256, 128]"),
             P("whiten_fit_images", "10000", "training database images PCA is fitted on (authors: 10000)"),
-            P("alpha", "None", "None: the paper's rule"), s["num_clusters"], s["assignment"],
+            P("alpha", "None", "None: the paper's rule",
+              check=Check(optional_alpha, "None (the paper's rule) or a positive, finite number "
+                          "(NetVLAD's alpha)", "-p alpha 50")), s["num_clusters"], s["assignment"],
             P("init_images", "300", "", "500"), P("init_descriptors", "20000", "", "50000"), P("split", '"test"'),
             *out, P("cache_dir", '"../cache/features"', "cached conv maps of the untrained base"),
             P("feature_dtype", '"float32"', "halves the cache", '"float16"')]),
@@ -123,6 +289,70 @@ def declared_names(notebook: str) -> list[str]:
     return [p.name for p in NOTEBOOK_PARAMETERS[notebook][1] if isinstance(p, Param)]
 
 
+def check_alpha_param(alpha) -> float:
+    """The notebook's ``alpha`` as a float; a clear ConfigError unless > 0 (the layer's own check)."""
+    return check_alpha(alpha)
+
+
+def check_params(notebook: str, params: dict, check_paths: bool = True, base=None) -> dict:
+    """Check a notebook's parameters (its first code cell calls this with
+    ``globals()``); ConfigError naming the parameter, its value and type,
+    what was expected and how to pass it with papermill.
+
+    Only the notebook's declared names that ``params`` holds are checked
+    (the rest of ``globals()`` is ignored; a notebook without declarations:
+    every name of :data:`CHECKS`). With ``check_paths`` also: the data root
+    exists (DatasetError with the expected layout), a weights file exists
+    (WeightsError), the device is available and the output folders are
+    writable; relative paths are taken from ``base`` (default: the current
+    folder, the notebook's under papermill). Returns the checked parameters
+    (as given).
+    """
+    stem = Path(notebook).name.split(".")[0]
+    declared = ({p.name: p.check for p in NOTEBOOK_PARAMETERS[stem][1] if isinstance(p, Param)}
+                if stem in NOTEBOOK_PARAMETERS else CHECKS)
+    checked = {}
+    for name, check in declared.items():
+        if name not in params:
+            continue
+        value = params[name]
+        expected = check.problem(value)
+        if expected:
+            raise ConfigError(f"{stem}: parameter {name}={value!r} ({type(value).__name__}) must be {expected}; "
+                              f"e.g. papermill ... {check.example}")
+        checked[name] = value
+    if check_paths:
+        _check_paths(stem, checked, Path(base) if base is not None else Path.cwd())
+    return checked
+
+
+def _check_paths(stem: str, checked: dict, base: Path) -> None:
+    from repro.atomic import check_writable
+    from repro.data.datasets import check_data_root
+    from repro.errors import WeightsError
+    from repro.evaluate import resolve_device
+
+    at = lambda v: base / Path(v).expanduser()  # noqa: E731 - absolute paths stay as they are
+    weights = checked.get("weights")
+    if isinstance(weights, str) and weights.startswith("authors:"):
+        weights = weights[len("authors:"):]
+    if weights is not None and str(weights).lower() not in ("imagenet", "none") and not at(weights).is_file():
+        raise WeightsError(f"{stem}: weights file not found: {at(weights)}; pass None (random init), "
+                           "'imagenet', or the path of a .pth state dict")
+    if "device" in checked:
+        resolve_device(checked["device"])
+    if checked.get("data_root") is not None:
+        check_data_root(checked.get("dataset", "synthetic"), at(checked["data_root"]))
+    elif checked.get("dataset", "synthetic") != "synthetic" and "data_root" in checked:
+        raise ConfigError(f"{stem}: data_root is required for dataset={checked['dataset']!r}: the folder "
+                          "holding its .mat files (and images); e.g. papermill ... -p data_root /data/pittsburgh")
+    for name in WRITABLE_PARAMS:
+        if checked.get(name) is not None:
+            if name == "train_cache_dir" and not checked.get("train", True):
+                continue
+            check_writable(at(checked[name]), what=f"{stem}'s {name}")
+
+
 def parameters_cell(notebook: str) -> str:
     """The source of ``notebook``'s ``parameters`` cell, rendered from its declaration."""
     head, entries = NOTEBOOK_PARAMETERS[notebook]
@@ -139,13 +369,11 @@ def parameters_cell(notebook: str) -> str:
 
 def readme_table() -> str:
     """Markdown: every notebook's parameters, defaults, paper-scale values and a papermill example."""
-    from repro.experiments import PARAM_CHECKS
-
     rows = ["| notebook | parameter | default | paper-scale | what | e.g. |", "| --- | --- | --- | --- | --- | --- |"]
     for nb, (_, entries) in NOTEBOOK_PARAMETERS.items():
         for e in entries:
             if isinstance(e, Param):
-                example = PARAM_CHECKS[e.name][1]
+                example = e.check.example
                 rows.append(f"| {nb} | `{e.name}` | `{e.default}` | {f'`{e.paper}`' if e.paper else ''} | "
                             f"{e.what.replace('|', '/')} | `{example}` |")
     return "\n".join(rows)

@@ -125,7 +125,7 @@ def train_epoch(model, optimizer, miner: HardNegativeMiner, cache, split, images
         batch_violating = 0
         for t in mined.tuples:
             batch = images.load(t)
-            stats["tuple_images"] += len(batch)  # forward and backward (for repro.costs' count)
+            stats["tuple_images"] += len(batch)  # forward and backward (for repro.report.costs' count)
             desc = forward_images(model, batch, device)
             loss, num_violating = tuple_loss(desc, len(t.positives), cfg.margin, cfg.exclude_very_hard)
             if not torch.isfinite(loss):

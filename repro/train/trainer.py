@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from repro.atomic import check_writable
+from repro.atomic import check_writable, write_json
 from repro.data.datasets import is_synthetic, load_split
 from repro.data.images import keep_decoded_images
 from repro.errors import ConfigError
@@ -44,7 +44,6 @@ from repro.evaluate import (check_split_images, check_whitening_fit, evaluate_sp
 from repro.model import build_model, load_model
 from repro.model.backbone import use_channels_last
 from repro.model.netvlad import NetVLAD
-from repro.report import write_json
 from repro.train.cache import DescriptorCache
 from repro.paths import rel
 from repro.train.checkpoint import atomic_torch_save, load_training_checkpoint, rng_states, set_rng_states

@@ -11,7 +11,7 @@ are built from them), else from the datasets' published sizes
 (:mod:`repro.train`), so an upper bound is said where the run decides at
 run time (how many negatives violate the margin).
 
-Throughput is measured, never assumed (``python -m repro.costs measure``):
+Throughput is measured, never assumed (``python -m repro.report.costs measure``):
 images per second of descriptor extraction from the JPEG files at 480x640
 (decoding included, one process: the trainer's default), and of the
 training step (forward and backward of one tuple's 12 images from the
@@ -168,7 +168,7 @@ def offline_stages(notebook: str, params: dict, run: str, seen: set) -> list[Sta
 
 def authors_stages(params: dict, run: str) -> list[Stage]:
     """06: one forward pass of every test image per evaluated (model, test set); absent files: a note."""
-    from repro.authors_eval import authors_plan
+    from repro.report.authors_models import authors_plan
 
     out = []
     for e in authors_plan(params.get("test_sets", ()), params.get("authors_model"), params.get("data_root"),
@@ -187,8 +187,8 @@ def authors_stages(params: dict, run: str) -> list[Stage]:
 
 def profile_costs(runs) -> tuple[list[Stage], dict]:
     """Stages of every run of a pipeline plan, and per training run its cache memory."""
-    from repro.experiments import planned_train_configs
-    from repro.pipeline import with_defaults
+    from repro.report.profiles import with_defaults
+    from repro.report.training import planned_train_configs
 
     stages, memory, seen = [], {}, set()
     for run in runs:
@@ -348,7 +348,7 @@ def _rehearsal_images() -> list[Path]:
     profile's own ``generate`` entry, so the rehearsal's data is reused, never rewritten."""
     from repro.data.datasets import load_split
     from repro.paths import repo_root
-    from repro.pipeline import generate_datasets, load_profile
+    from repro.report.profiles import generate_datasets, load_profile
 
     spec = next(g for g in load_profile("rehearsal")["generate"] if g["layout"] == "pittsburgh")
     generate_datasets({"generate": [spec]}, log=lambda m: None)
@@ -356,17 +356,17 @@ def _rehearsal_images() -> list[Path]:
 
 
 def main(argv=None) -> int:
+    from repro.atomic import write_json
     from repro.errors import report_errors
-    from repro.report import write_json
 
-    ap = argparse.ArgumentParser(prog="python -m repro.costs", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m repro.report.costs", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
     m = sub.add_parser("measure", help="measure extraction and training throughput into results/throughput/")
     m.add_argument("--device", default="cpu")
     m.add_argument("--backbones", nargs="+", default=["vgg16", "alexnet"], choices=("vgg16", "alexnet"))
     m.add_argument("--images", type=int, default=6, help="images timed per backbone (extraction)")
     m.add_argument("--no-channels-last", action="store_true")
-    m.add_argument("--source", default="python -m repro.costs measure", help="what to record as the measurement's origin")
+    m.add_argument("--source", default="python -m repro.report.costs measure", help="what to record as the measurement's origin")
     m.add_argument("--out", default=None, help=f"default: {THROUGHPUT_DIR}/DEVICE_KIND.json")
     args = ap.parse_args(argv)
 

@@ -28,6 +28,7 @@ import pandas as pd
 from repro.atomic import atomic_write_text
 from repro.data.datasets import DATASETS
 from repro.model.authors import AUTHORS_FILES
+from repro.report.names import authors_record_path
 
 __all__ = ["AUTHORS_TESTS", "FIG5_NS", "authors_plan", "authors_record_path", "run_authors_models",
            "authors_table", "PAPER_LEGEND"]
@@ -40,10 +41,6 @@ AUTHORS_TESTS = {
 }
 FIG5_NS = (1, 2, 3, 4, 5, 10, 15, 20, 25)  # the N of the paper's Figure 5
 PAPER_LEGEND = "f_VLAD ours (V)+white"
-
-
-def authors_record_path(results_dir, trained_on: str, dataset: str) -> Path:
-    return Path(results_dir) / "authors_models" / f"{AUTHORS_FILES[trained_on].removesuffix('.mat')}_on_{dataset}.json"
 
 
 def _model_file(authors_model, trained_on: str) -> Path | None:
@@ -82,8 +79,9 @@ def run_authors_models(test_sets=("pitts30k", "pitts250k", "tokyo247"), authors_
     """Evaluate the authors' networks on every available test set; returns the records (skipped ones too)."""
     from repro.data.datasets import is_synthetic, load_split
     from repro.evaluate import check_split_images, evaluate_split
-    from repro.experiments import rel, record_complete
     from repro.model.authors import load_authors_model
+    from repro.paths import rel
+    from repro.report.names import record_complete
 
     plan = authors_plan(test_sets, authors_model, data_root, tokyo247_root)
     for entry in plan:  # every check before the first (long) evaluation

@@ -25,14 +25,19 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from repro.atomic import atomic_write_text
 from repro.data.datasets import load_split
 from repro.data.images import load_rgb8
-from repro.data.synthetic import default_city_root, load_query_conditions, make_synthetic_city
+from repro.data.synthetic import (
+    default_city_root,
+    load_query_conditions,
+    make_synthetic_city,
+)
 from repro.evaluate import evaluate_split, init_netvlad_from_images
 from repro.metrics import recall_at_n, recall_by_group
 from repro.model import build_model
 from repro.model.init import FAISS_DEFAULT_KMEANS
-from repro.report import atomic_write_text, git_commit
+from repro.paths import git_commit
 
 NS = (1, 5, 10, 20)
 MODELS = [("alexnet", "netvlad"), ("alexnet", "fmax"), ("vgg16", "netvlad"), ("vgg16", "fmax")]

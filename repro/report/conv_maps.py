@@ -172,7 +172,7 @@ def conv_maps(spec: BaseSpec, paths, image_size=None, cache_dir=None, device="cp
                          desc=f"conv maps ({len(paths)} images)")
     if use_cache:
         _atomic_save_npy(path, maps)
-        from repro.report import atomic_write_text
+        from repro.atomic import atomic_write_text
 
         atomic_write_text(path.with_suffix(".json"), json.dumps(key, indent=1) + "\n")
     if log:
