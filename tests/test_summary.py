@@ -3,6 +3,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -200,10 +201,10 @@ def test_readme_section_between_markers(results, tmp_path):
     section = readme.readme_section(s, claims.claims_table(s), "python -m repro.pipeline --profile default")
     assert "(synthetic)" in section and "The paper's claims" in section
     path = tmp_path / "README.md"
-    path.write_text("# Title\n\n## Results\n\n<!-- results:start -->\nold\n<!-- results:end -->\n\n## After\ntext\n")
+    path.write_text("# Title\n\n## Results\n\n<!-- results:start -->\nOLD-SECTION\n<!-- results:end -->\n\n## After\ntext\n")
     assert readme.update_readme(path, section)
     text = path.read_text()
-    assert "old" not in text and section in text and text.endswith("## After\ntext\n") and text.startswith("# Title")
+    assert "OLD-SECTION" not in text and section in text and text.endswith("## After\ntext\n") and text.startswith("# Title")
     assert not readme.update_readme(path, section)  # idempotent
     bare = tmp_path / "BARE.md"
     bare.write_text("# Only a title\n")
@@ -338,3 +339,41 @@ def test_replicate_runs_count_once(results):
     write(results / "train" / "replicate.json", rec)
     c = claims.claims_table(summary.collect_summary(results))
     assert (c["claim_id"] == "trained_vs_off_the_shelf").sum() == 3
+
+
+def _ranks_for(recall_at_1, q=400, seed=0):
+    """Per-query ranks with exactly ``recall_at_1`` percent at rank 1, the rest at rank 20 (so R@10 = R@1)."""
+    r = np.full(q, 20)
+    r[np.random.default_rng(seed).permutation(q)[:round(q * recall_at_1 / 100)]] = 1
+    return r
+
+
+def test_training_claims_follow_the_interval_rule_where_records_hold_ranks(tmp_path):
+    """Point estimates say NetVLAD beats f_max (31 vs 30 at every N), the interval says that is not significant;
+    its trained-vs-untrained gap (31 vs 20) is significant. Rows name the rule they follow."""
+    from repro.report.intervals import paired_bootstrap
+
+    r = tmp_path / "results"
+    ranks = {"nv": (_ranks_for(20, seed=1), _ranks_for(31, seed=2)), "fm": (_ranks_for(29, seed=3), _ranks_for(30, seed=4))}
+    for name, pooling in (("nv", "netvlad"), ("fm", "fmax")):
+        untrained, trained = ranks[name]
+        rec = train_record(pooling, (0, 0, 0), (0, 0, 0))
+        for key, rk in (("test_untrained", untrained), ("test", trained)):
+            pct = {str(n): 100.0 * float(np.mean((rk >= 1) & (rk <= n))) for n in NS}
+            rec[key] = {"recall": pct, "num_queries": len(rk), "seconds": 1.0, "ranks": rk.tolist()}
+        write(r / "train" / f"{name}.json", rec)
+    s = summary.collect_summary(r)
+    c = claims.claims_table(s, results_dir=r)
+    nvf = c[c["claim_id"] == "netvlad_vs_fmax"].iloc[0]
+    assert claims.claims_table(s).set_index("claim_id").loc["netvlad_vs_fmax", "supported"] == "yes"  # points
+    assert nvf["supported"] == "not significant" and nvf["verdict_rule"] == claims.INTERVAL_RULE
+    want = paired_bootstrap(ranks["nv"][1], ranks["fm"][1], (1, 5, 10), seed=0)
+    for n in (1, 5, 10):
+        assert (nvf[f"diff_r{n}"], nvf[f"low_r{n}"], nvf[f"high_r{n}"]) == pytest.approx(
+            (want[n]["diff"], want[n]["low"], want[n]["high"]))
+    tr = c[(c["claim_id"] == "trained_vs_off_the_shelf") & c["note"].str.contains("netvlad")].iloc[0]
+    assert tr["supported"] == "yes" and tr["low_r1"] > 0
+    fm = c[(c["claim_id"] == "trained_vs_off_the_shelf") & c["note"].str.contains("fmax")].iloc[0]
+    assert fm["supported"] == "not significant"  # 30 vs 29
+    # claims without ranks keep the point rule, said so
+    assert (c[c["claim_id"] == "alpha_rule_near_best"]["verdict_rule"] == claims.POINT_RULE).all()

@@ -3,16 +3,28 @@
 :func:`claims_table` gives one row per claim and dataset, saying whether
 our runs support it, with the numbers and the paper's own evidence
 (Figure 5, :mod:`repro.report.reference`).
+
+Where both sides of a comparison are training runs, whose records hold the
+per-query ranks of their test queries, the verdict follows the interval
+rule of :mod:`repro.report.intervals` (a paired bootstrap over the test
+queries: ``diff_r1, low_r1, high_r1, ...`` in points); elsewhere (result
+files without per-query ranks: the alpha sweep, the output-size experiment,
+the calibration) it is a comparison of point estimates. ``verdict_rule``
+says which rule each row follows.
 """
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from repro.atomic import atomic_write_text
 from repro.paths import repo_root
+from repro.report.intervals import LEVEL, RESAMPLES, VERDICT_RULE, paired_bootstrap, verdict
+from repro.report.names import train_dataset_label
 from repro.report.summary import collect_summary, dedupe_runs, pick_run
 
 CLAIMS = [
@@ -86,9 +98,52 @@ def _paper_evidence(paper: pd.DataFrame | None, claim: str, pooling: str | None 
     return f"{verdict}: {pair[0]} vs {pair[1]}, Pitts30k-test {text} (Fig. 5b)"
 
 
-def _row(claim_id, claim, dataset, synthetic, verdict, ours, note, paper, pooling=None) -> dict:
-    return {"claim_id": claim_id, "claim": claim, "dataset": dataset, "synthetic": synthetic, "supported": verdict,
-            "ours": ours, "note": note, "paper": _paper_evidence(paper, claim_id, pooling)}
+POINT_RULE = ("point estimates (these result files hold no per-query ranks): yes when higher at every N of "
+              "R@1/5/10, no when nowhere higher, mixed otherwise")
+INTERVAL_RULE = (f"paired bootstrap over the test queries ({RESAMPLES} resamples, seeded), {LEVEL:.0%} interval "
+                 f"of the difference at R@1/5/10; {VERDICT_RULE}")
+
+
+def _row(claim_id, claim, dataset, synthetic, verdict, ours, note, paper, pooling=None, intervals=None) -> dict:
+    row = {"claim_id": claim_id, "claim": claim, "dataset": dataset, "synthetic": synthetic, "supported": verdict,
+           "ours": ours, "note": note, "paper": _paper_evidence(paper, claim_id, pooling),
+           "verdict_rule": INTERVAL_RULE if intervals else POINT_RULE}
+    for n in SUPPORT_NS:
+        iv = (intervals or {}).get(n, {})
+        for k in ("diff", "low", "high"):
+            row[f"{k}_r{n}"] = iv.get(k, np.nan)
+    return row
+
+
+def _test_ranks(results_dir, source: str, dataset: str, trained: bool):
+    """Per-query test ranks of a training record (``source``, relative to the
+    folder holding ``results_dir``, as the summary stores it) on ``dataset`` (its own test split or a ``test_on``
+    set), trained or untrained; None when the record has none."""
+    if results_dir is None or not isinstance(source, str):
+        return None
+    try:
+        rec = json.loads((Path(results_dir).parent / source).read_text())
+    except (OSError, ValueError):
+        return None
+    if train_dataset_label(rec) == dataset:
+        res = rec.get("test" if trained else "test_untrained")
+    else:
+        res = next((t.get("trained" if trained else "untrained") for t in (rec.get("test_on") or {}).values()
+                    if (f"synthetic_{t['dataset']}" if t.get("synthetic") else t["dataset"]) == dataset), None)
+    ranks = (res or {}).get("ranks")
+    return np.asarray(ranks, dtype=np.int64) if ranks else None
+
+
+def _intervals(a_ranks, b_ranks):
+    """The paired bootstrap of a minus b (None where either side has no ranks)."""
+    if a_ranks is None or b_ranks is None or len(a_ranks) != len(b_ranks):
+        return None
+    return paired_bootstrap(a_ranks, b_ranks, SUPPORT_NS, seed=0)
+
+
+def _interval_text(intervals) -> str:
+    return "; difference [95% interval] " + ", ".join(
+        f"R@{n} {iv['diff']:+.1f} [{iv['low']:+.1f}, {iv['high']:+.1f}]" for n, iv in intervals.items())
 
 
 def _curve(df, **eq) -> pd.DataFrame:
@@ -98,9 +153,12 @@ def _curve(df, **eq) -> pd.DataFrame:
     return df[m]
 
 
-def claims_table(summary: pd.DataFrame, paper: pd.DataFrame | None = None, tolerance_se: float = 1.0) -> pd.DataFrame:
+def claims_table(summary: pd.DataFrame, paper: pd.DataFrame | None = None, tolerance_se: float = 1.0,
+                 results_dir=None) -> pd.DataFrame:
     """One row per claim and dataset with evidence; a "not tested" row for a
-    claim no dataset tests. ``supported``: yes / no / mixed / not tested.
+    claim no dataset tests. ``supported``: yes / no / mixed / not tested, or
+    (with ``results_dir``, where both sides are training runs with per-query
+    ranks) yes / no / mixed / not significant by the interval rule.
 
     Evidence, always within one dataset and split:
       NetVLAD vs f_max      trained NetVLAD vs trained f_max 1x1 (training runs),
@@ -130,9 +188,14 @@ def claims_table(summary: pd.DataFrame, paper: pd.DataFrame | None = None, toler
             if nv.empty or fm.empty:
                 continue
             v, t = compare(nv, fm)
+            ds = nv["dataset"].iloc[0]
+            iv = _intervals(_test_ranks(results_dir, nv["source"].iloc[0], ds, True),
+                            _test_ranks(results_dir, fm["source"].iloc[0], ds, True))
+            if iv:
+                v, t = verdict(iv), t + _interval_text(iv)
             out.append(_row("netvlad_vs_fmax", CLAIMS[0][1], key, syn, v, t,
                             f"{bb}, both trained ({_dims(nv, bb)} vs {_dims(fm, bb)}-D; runs {nv['run'].iloc[0]}, "
-                            f"{fm['run'].iloc[0]})", paper))
+                            f"{fm['run'].iloc[0]})", paper, intervals=iv))
         for bb, g in fo.groupby("backbone"):
             a, b = g[g["variant"] == "NetVLAD"], g[g["variant"] == "f_max 1x1"]
             if not a.empty and not b.empty:
@@ -146,8 +209,13 @@ def claims_table(summary: pd.DataFrame, paper: pd.DataFrame | None = None, toler
                 continue
             pooling, bb = a["pooling"].iloc[0], a["backbone"].iloc[0]
             v, t = compare(a, b)
+            ds, src = a["dataset"].iloc[0], a["source"].iloc[0]
+            iv = _intervals(_test_ranks(results_dir, src, ds, True), _test_ranks(results_dir, src, ds, False))
+            if iv:
+                v, t = verdict(iv), t + _interval_text(iv)
             out.append(_row("trained_vs_off_the_shelf", CLAIMS[1][1], key, syn, v, t,
-                            f"{bb} + {pooling}, trained vs its initialisation (run {run})", paper, pooling))
+                            f"{bb} + {pooling}, trained vs its initialisation (run {run})", paper, pooling,
+                            intervals=iv))
         # 3. whitening at equal dimension
         white = fo[fo["variant"] == "NetVLAD + PCA-whitening"]
         plain = fo[fo["variant"] == "NetVLAD + PCA"]
@@ -241,5 +309,5 @@ def _why_not(claim_id: str) -> str:
 def write_claims(results_dir=None, summary: pd.DataFrame | None = None, paper: pd.DataFrame | None = None):
     results = Path(results_dir) if results_dir else repo_root() / "results"
     summary = collect_summary(results) if summary is None else summary
-    table = claims_table(summary, paper)
+    table = claims_table(summary, paper, results_dir=results)
     return atomic_write_text(results / "claims.csv", table.to_csv(index=False)), table

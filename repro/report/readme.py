@@ -14,6 +14,7 @@ import pandas as pd
 
 from repro.atomic import atomic_write_text
 from repro.paths import repo_root
+from repro.report.claims import INTERVAL_RULE, POINT_RULE
 from repro.report.names import read_json
 from repro.report.summary import dedupe_runs
 
@@ -123,7 +124,9 @@ def readme_section(summary: pd.DataFrame, claims: pd.DataFrame, command: str, ru
         parts += ["**f_max output size and NetVLAD reductions (04), off-the-shelf**", "", _md_table(t), ""]
     if claims is not None and not claims.empty:
         c = claims[["claim", "dataset", "supported", "ours", "note", "paper"]].copy()
-        parts += ["**The paper's claims**", "", _md_table(c), ""]
+        parts += ["**The paper's claims**", "", _md_table(c), "",
+                  f"Verdict rules (`verdict_rule` in `results/claims.csv`): rows with a difference and its interval "
+                  f"follow the {INTERVAL_RULE}; the other rows compare {POINT_RULE}.", ""]
     if runtimes is not None and not runtimes.empty:
         parts += ["**Measured runtimes** (wall clock of the last run of each notebook, including its kernel "
                   "start; the whole profile: the last invocation that ran every notebook, with `--force`; "
