@@ -129,3 +129,21 @@ def test_evaluate_descriptors_with_panoramas(split):
     q = rng.normal(size=(split.num_q, 8)).astype(np.float32)
     ev = evaluate_descriptors(db, q, split, ns=(1, 5))
     assert ev["recall"] == recall_at_n(q, db, split.positives, ns=(1, 5)) and ev["by_group"] is None
+
+
+def test_evaluate_descriptors_ranks_give_its_recall(split):
+    """The per-query ranks the claims' bootstrap resamples: recall@N is the share of ranks in 1..N, and each
+    rank is where the first positive sits in a brute-force sort (written here, independently)."""
+    rng = np.random.default_rng(3)
+    db = rng.normal(size=(split.num_db, 8)).astype(np.float32)
+    q = rng.normal(size=(split.num_q, 8)).astype(np.float32)
+    ev = evaluate_descriptors(db, q, split, ns=(1, 5))
+    ranks = np.asarray(ev["ranks"])
+    assert ranks.shape == (split.num_q,)
+    for n in (1, 5):
+        assert ev["recall"][n] == pytest.approx(100.0 * np.mean((ranks >= 1) & (ranks <= n)))
+    assert split.panorama_ids is None and not split.search_times()  # plain nearest neighbours on this split
+    for i in range(split.num_q):
+        order = np.argsort(((db - q[i]) ** 2).sum(axis=1), kind="stable")
+        hit = [k + 1 for k, j in enumerate(order[:5]) if j in set(split.positives[i])]
+        assert ranks[i] == (hit[0] if hit else -1)

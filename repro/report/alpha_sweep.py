@@ -60,6 +60,7 @@ def run_alpha_point(alpha, train: bool = False, results_dir=None, train_options:
         "seed": ots.seed, "alpha": alpha, "alpha_rule": rule, "is_rule_alpha": is_rule, "trained": False,
         "config": config, "rows": rows,
         "condition_rows": _condition_rows(ev, trained=False, **common),
+        "ranks": ev["ranks"],  # per test query, for the claims' intervals
         "seconds": time.perf_counter() - start,
     }
     write_json(path, record)

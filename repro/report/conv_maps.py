@@ -235,14 +235,18 @@ def evaluate_descriptors(db: np.ndarray, q: np.ndarray, split, ns=(1, 5, 10, 20)
     """Recall@N of database/query descriptors on ``split`` (its positives and
     panorama ids); with ``groups`` ([Q] labels) also recall per group.
 
-    Returns ``{"recall": {N: pct}, "dim", "num_queries", "by_group": {g: {N: pct}} | None}``.
+    Returns ``{"recall": {N: pct}, "dim", "num_queries", "by_group": {g: {N: pct}} | None,
+    "ranks": [Q] int list}``: each query's 1-based rank of its first correct
+    database image, -1 beyond the largest N (what the claims' paired
+    bootstrap resamples, :mod:`repro.report.intervals`).
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # queries without positives are reported by the caller
         det = recall_at_n(q, db, split.positives, ns=ns, panorama_ids=split.panorama_ids, return_details=True,
                           **split.search_times())
     return {"recall": det.recall, "dim": int(db.shape[1]), "num_queries": det.num_queries,
-            "by_group": recall_by_group(det.ranks, groups, ns) if groups is not None else None}
+            "by_group": recall_by_group(det.ranks, groups, ns) if groups is not None else None,
+            "ranks": [int(r) for r in det.ranks]}
 
 
 def l2n(x: np.ndarray) -> np.ndarray:

@@ -44,6 +44,7 @@ def run_fmax_output_size(grids=(1, 2, 3, 4, 5), whiten_dims=(1024, 512, 256, 128
     ots = OffTheShelf(log=log, **setup)
     h, w = ots.map_shape()[1:]
     rows, cond = [], []
+    ranks = []  # per variant and dimension: each test query's rank, for the claims' intervals
     skipped = []
     common = dict(backbone=ots.backbone, trained=False)
     for gh, gw in grids:
@@ -54,11 +55,13 @@ def run_fmax_output_size(grids=(1, 2, 3, 4, 5), whiten_dims=(1024, 512, 256, 128
         fields = dict(pooling="fmax", variant=f"f_max {gh}x{gw}", grid=f"{gh}x{gw}", whitened=False, alpha=None, **common)
         rows += _rows(ev, **fields)
         cond += _condition_rows({**ev, "dim": ev["dim"]}, dim=ev["dim"], **fields)
+        ranks.append({"variant": fields["variant"], "dim": ev["dim"], "ranks": ev["ranks"]})
     alpha = ots.alpha_rule if alpha is None else alpha
     ev, (db, q) = ots.evaluate_netvlad(alpha)
     fields = dict(pooling="netvlad", variant="NetVLAD", grid=None, whitened=False, alpha=alpha, **common)
     rows += _rows(ev, **fields)
     cond += _condition_rows(ev, dim=ev["dim"], **fields)
+    ranks.append({"variant": fields["variant"], "dim": ev["dim"], "ranks": ev["ranks"]})
     fit = ots.training_descriptors(netvlad_pool(ots.init["centroids"], alpha), whiten_fit_images, seed=ots.seed)
     max_dim = min(fit.shape[0] - 1, fit.shape[1])
     pca = pca_fit(fit, min(max(whiten_dims, default=1), max_dim))
@@ -73,6 +76,7 @@ def run_fmax_output_size(grids=(1, 2, 3, 4, 5), whiten_dims=(1024, 512, 256, 128
                           grid=None, whitened=whiten, alpha=alpha, **common)
             rows += _rows(ev_d, **fields)
             cond += _condition_rows(ev_d, dim=ev_d["dim"], **fields)
+            ranks.append({"variant": fields["variant"], "dim": ev_d["dim"], "ranks": ev_d["ranks"]})
     for s in skipped:
         log(f"skipped {s}")
     record = {
@@ -81,7 +85,8 @@ def run_fmax_output_size(grids=(1, 2, 3, 4, 5), whiten_dims=(1024, 512, 256, 128
         "config": {**ots.describe(), "grids": [list(g) if not isinstance(g, int) else g for g in given_grids],
                    "whiten_dims": list(whiten_dims), "whiten_fit_images": int(fit.shape[0]), "alpha": alpha,
                    "ns": list(NS)},
-        "rows": rows, "condition_rows": cond, "skipped": skipped, "seconds": time.perf_counter() - start,
+        "rows": rows, "condition_rows": cond, "query_ranks": ranks, "skipped": skipped,
+        "seconds": time.perf_counter() - start,
     }
     path = fmax_size_path(resolve_dir(results_dir, "results"), ots.name, ots.backbone, ots.num_clusters)
     write_json(path, record)
