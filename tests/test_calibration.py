@@ -26,6 +26,17 @@ def test_calibration_table(tiny_city, tmp_path):
             weighted = sum(per.loc[c, "recall_pct"] * counts[c] for c in counts.index) / counts.sum()
             assert overall == pytest.approx(weighted)
             assert (per["num_queries"] == counts[per.index].to_numpy()).all()
+    # the per-query ranks beside the CSV give back every overall recall
+    import json
+
+    from repro.data.synthetic.calibration import ranks_path
+    ranks = json.loads(ranks_path(out).read_text())["ranks"]
+    assert set(ranks) == set(saved["method"])
+    for method, rk in ranks.items():
+        rk = np.asarray(rk)
+        assert len(rk) == len(conditions)
+        for row in saved[(saved.method == method) & (saved.condition == "all")].itertuples():
+            assert row.recall_pct == pytest.approx(100.0 * np.mean((rk >= 1) & (rk <= row.n)))
 
 
 def test_thumbnails_are_unit_zero_mean(tiny_city):

@@ -108,3 +108,100 @@ def test_same_seed_same_interval_and_bad_input_is_refused():
 ])
 def test_verdict_rule(bounds, expected):
     assert verdict({n: {"low": lo, "high": hi} for n, (lo, hi) in zip((1, 5, 10), bounds)}) == expected
+
+
+def _quantile(values, p):
+    """numpy's default quantile (linear interpolation between order statistics), by hand."""
+    v = sorted(values)
+    x = p * (len(v) - 1)
+    i = int(np.floor(x))
+    return v[i] + (x - i) * (v[min(i + 1, len(v) - 1)] - v[i])
+
+
+def slow_gap_to_best(rule, others, ns, resamples, seed, level):
+    """Reference for gap_to_best: the same query draws, the best alpha re-chosen in each resample by a loop."""
+    q = len(rule)
+    queries = np.random.default_rng(seed).integers(0, q, size=(resamples, q))
+    hit = lambda r, n: 1.0 if 1 <= r <= n else 0.0  # noqa: E731
+    out = {}
+    for n in ns:
+        gaps = []
+        for draw in queries:
+            rule_recall = sum(hit(rule[j], n) for j in draw) / q
+            best = max(sum(hit(o[j], n) for j in draw) / q for o in others)
+            gaps.append(100.0 * (rule_recall - best))
+        full = [sum(hit(v, n) for v in o) / q for o in others]
+        out[n] = {"diff": 100.0 * (sum(hit(v, n) for v in rule) / q - max(full)),
+                  "low": _quantile(gaps, (1 - level) / 2), "high": _quantile(gaps, (1 + level) / 2),
+                  "best_index": full.index(max(full))}
+    return out
+
+
+@pytest.mark.parametrize("num_alphas", [1, 4])
+def test_gap_to_best_matches_a_slow_reference(num_alphas):
+    from repro.report.intervals import gap_to_best
+
+    rng = np.random.default_rng(100 + num_alphas)
+    rule, others = random_ranks(rng, (35,)), random_ranks(rng, (num_alphas, 35))
+    got = gap_to_best(rule, others, ns=(1, 5, 10), resamples=200, seed=5, level=0.9)
+    want = slow_gap_to_best(list(rule), [list(o) for o in others], (1, 5, 10), 200, 5, 0.9)
+    for n in (1, 5, 10):
+        for k in ("diff", "low", "high", "best_index"):
+            assert got[n][k] == pytest.approx(want[n][k], abs=1e-9), (n, k)
+
+
+def test_gap_to_best_rechooses_the_best_so_a_tie_is_not_a_loss():
+    """Two alphas with identical ranks: the rule is one of them. Choosing the best per resample can only
+    make the gap <= 0, but with the rule itself an equal copy of the other, every resample's gap is 0."""
+    from repro.report.intervals import gap_to_best, near_verdict
+
+    rng = np.random.default_rng(7)
+    r = random_ranks(rng, (50,))
+    iv = gap_to_best(r, np.stack([r, random_ranks(rng, (50,), depth=200)]), resamples=300)
+    assert all(v["high"] <= 1e-12 for v in iv.values())
+    assert near_verdict(iv) == "yes"  # reaches 0: not significantly below the best
+
+
+def test_near_verdict_follows_the_rule():
+    from repro.report.intervals import near_verdict
+
+    iv = lambda lo, hi: {"diff": (lo + hi) / 2, "low": lo, "high": hi}  # noqa: E731
+    assert near_verdict({1: iv(-5, 1), 5: iv(-3, 0), 10: iv(0.5, 2)}) == "yes"
+    assert near_verdict({1: iv(-5, -1), 5: iv(-3, -0.5), 10: iv(-4, -2)}) == "no"
+    assert near_verdict({1: iv(-5, -1), 5: iv(-3, 0.5), 10: iv(-4, 2)}) == "mixed"
+    with pytest.raises(ConfigError):
+        near_verdict({})
+
+
+def test_a_rule_clearly_worse_than_the_best_is_not_near():
+    """Fresh data with a known truth: the rule finds 20% of the queries at rank 1, another alpha 70%."""
+    from repro.report.intervals import gap_to_best, near_verdict
+
+    rng = np.random.default_rng(11)
+    q = 300
+    rule = np.where(rng.random(q) < 0.2, 1, 50)
+    good = np.where(rng.random(q) < 0.7, 1, 50)
+    iv = gap_to_best(rule, good[None], ns=(1, 5, 10), resamples=500)
+    assert near_verdict(iv) == "no"
+    assert iv[1]["diff"] == pytest.approx(100.0 * ((rule == 1).mean() - (good == 1).mean()))
+
+
+@pytest.mark.parametrize("shape", [(40,), (3, 30)])
+def test_recall_interval_matches_a_slow_reference(shape):
+    from repro.report.intervals import recall_interval
+
+    rng = np.random.default_rng(sum(shape))
+    ranks = random_ranks(rng, shape)
+    got = recall_interval(ranks, ns=(1, 5), resamples=250, seed=2, level=0.9)
+    runs = [list(r) for r in np.atleast_2d(ranks)]
+    q = len(runs[0])
+    draws = np.random.default_rng(2)
+    seeds = draws.integers(0, len(runs), size=(250, len(runs)))
+    queries = draws.integers(0, q, size=(250, q))
+    hit = lambda r, n: 1.0 if 1 <= r <= n else 0.0  # noqa: E731
+    for n in (1, 5):
+        stats = [100.0 * sum(sum(hit(runs[s][j], n) for s in seeds[r]) / len(runs) for j in queries[r]) / q
+                 for r in range(250)]
+        assert got[n]["low"] == pytest.approx(_quantile(stats, 0.05), abs=1e-9)
+        assert got[n]["high"] == pytest.approx(_quantile(stats, 0.95), abs=1e-9)
+        assert got[n]["recall"] == pytest.approx(100.0 * sum(hit(v, n) for r in runs for v in r) / (len(runs) * q))

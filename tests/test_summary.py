@@ -138,8 +138,11 @@ def test_claims_from_hand_built_records(results):
     tr = c["trained_vs_off_the_shelf"].set_index(c["trained_vs_off_the_shelf"]["note"].str.split(",").str[0])
     assert tr.loc["alexnet + netvlad", "supported"] == "yes" and tr.loc["alexnet + fmax", "supported"] == "yes"
     w = c["whitening_equal_dim"]
-    assert w["supported"].tolist() == ["yes"] and "256-D 26.0 vs 21.0" in w["ours"].iloc[0]
-    assert "f_max at equal dimension" in w["note"].iloc[0]
+    # one row per common dimension, by point estimates (these records hold no ranks)
+    assert w["supported"].tolist() == ["yes"] * len(w) and len(w) >= 2
+    at256 = w[w["ours"].str.startswith("256-D")].iloc[0]
+    assert "26.0/36.0/46.0 vs 21.0/31.0/41.0" in at256["ours"] and "f_max at 256-D" in at256["note"]
+    assert (w["verdict_rule"] == claims.POINT_RULE).all()
     a = c["alpha_rule_near_best"]
     # best 25.0 at alpha 100, rule 24.0 at alpha 40: gap 1.0 < 1 s.e. (sqrt(.25*.75/400) = 2.2 points)
     assert a["supported"].tolist() == ["yes"] and "gap 1.0" in a["ours"].iloc[0]
@@ -157,7 +160,8 @@ def test_claims_that_fail(results):
     nv = c["netvlad_vs_fmax"]
     assert nv.loc[nv["note"].str.contains("both trained"), "supported"].tolist() == ["no"]
     assert c["alpha_rule_near_best"]["supported"].tolist() == ["no"]
-    assert c["whitening_equal_dim"]["supported"].tolist() == ["mixed"]
+    w = c["whitening_equal_dim"].set_index(c["whitening_equal_dim"]["ours"].str.split(" ").str[0])
+    assert w.loc["256-D", "supported"] == "no" and w.loc["1024-D", "supported"] == "yes"
 
 
 def test_synthetic_and_real_never_compared_together(results):
@@ -335,7 +339,14 @@ def test_replicate_runs_count_once(results):
     assert s.loc[s["experiment"] == "train", "run"].nunique() == 3
     c = claims.claims_table(s)
     assert (c["claim_id"] == "trained_vs_off_the_shelf").sum() == 2  # netvlad once, fmax once
-    rec["config"]["seed"] = 1  # another seed is another configuration
+    rec["config"]["seed"], rec["seed"] = 1, 1  # another seed of the same recipe: pooled with seed 0 in one row
+    write(results / "train" / "replicate.json", rec)
+    c = claims.claims_table(summary.collect_summary(results))
+    tr = c[c["claim_id"] == "trained_vs_off_the_shelf"]
+    assert len(tr) == 2
+    nv = tr[tr["note"].str.contains("netvlad")].iloc[0]
+    assert "mean of 2 seeds (0, 1)" in nv["note"] and "replicate_of_nv" in nv["note"]
+    rec["config"]["lr"] = 0.5  # another recipe is another row
     write(results / "train" / "replicate.json", rec)
     c = claims.claims_table(summary.collect_summary(results))
     assert (c["claim_id"] == "trained_vs_off_the_shelf").sum() == 3
@@ -377,3 +388,166 @@ def test_training_claims_follow_the_interval_rule_where_records_hold_ranks(tmp_p
     assert fm["supported"] == "not significant"  # 30 vs 29
     # claims without ranks keep the point rule, said so
     assert (c[c["claim_id"] == "alpha_rule_near_best"]["verdict_rule"] == claims.POINT_RULE).all()
+
+
+def _with_ranks(res: dict, ranks) -> dict:
+    """A recall dict (as the trainer writes it) from ranks, with the ranks."""
+    ranks = np.asarray(ranks)
+    return {**res, "recall": {str(n): 100.0 * float(np.mean((ranks >= 1) & (ranks <= n))) for n in NS},
+            "num_queries": len(ranks), "ranks": ranks.tolist()}
+
+
+def _rows_from(ranks, **fields):
+    ranks = np.asarray(ranks)
+    return [{**fields, "n": n, "recall_pct": 100.0 * float(np.mean((ranks >= 1) & (ranks <= n))),
+             "num_queries": len(ranks)} for n in NS]
+
+
+def test_every_claim_with_ranks_follows_the_interval_rule(tmp_path):
+    """Fresh random ranks in each kind of result file: three training seeds per pooling, an alpha sweep,
+    the output-size experiment, the calibration. Each row's interval is the bootstrap of exactly those
+    ranks (seeds stacked), and its verdict is the rule's reading of it."""
+    from repro.data.synthetic.calibration import ranks_path
+    from repro.report.intervals import gap_to_best, near_verdict, paired_bootstrap, verdict
+
+    rng = np.random.default_rng(2026)
+    q = 120
+    r = tmp_path / "results"
+    draw = lambda p_hit: np.where(rng.random(q) < p_hit, rng.integers(1, 4, q), rng.integers(11, 60, q))  # noqa: E731
+    seeds = {"netvlad": {}, "fmax": {}}
+    for pooling, p in (("netvlad", 0.6), ("fmax", 0.3)):
+        for seed in (0, 1, 2):
+            untrained, trained = draw(0.25), draw(p)
+            rec = train_record(pooling, (0, 0, 0), (0, 0, 0))
+            rec["run_name"] = f"synthetic_default_seed0_alexnet_{pooling}_seed{seed}"
+            rec["seed"], rec["config"]["seed"] = seed, seed
+            rec["test_untrained"], rec["test"] = _with_ranks({}, untrained), _with_ranks({}, trained)
+            seeds[pooling][seed] = (untrained, trained)
+            write(r / "train" / f"{pooling}{seed}.json", rec)
+    sweep = {a: draw(p) for a, p in ((0.1, 0.2), (40.0, 0.5), (100.0, 0.55), (1e3, 0.3))}
+    for a, rk in sweep.items():
+        rec = sweep_record(a, 0.0)
+        rec["rows"] = _rows_from(rk, backbone="alexnet", pooling="netvlad", alpha=a, whitened=False, trained=False,
+                                 variant="off-the-shelf", dim=4096)
+        rec["ranks"] = rk.tolist()
+        write(alpha_sweep_path(r, "synthetic_default_seed0", "alexnet", 16, a), rec)
+    fo = {("NetVLAD", "netvlad", 4096): draw(0.5), ("f_max 1x1", "fmax", 256): draw(0.3),
+          ("NetVLAD + PCA-whitening", "netvlad", 256): draw(0.5), ("NetVLAD + PCA", "netvlad", 256): draw(0.45)}
+    rec = fmax_record({}, {}, {})
+    rec["rows"] = [row for (variant, pooling, dim), rk in fo.items() for row in _rows_from(
+        rk, backbone="alexnet", pooling=pooling, variant=variant, dim=dim, trained=False,
+        whitened="whitening" in variant, alpha=None)]
+    rec["query_ranks"] = [{"variant": v, "dim": dim, "ranks": rk.tolist()} for (v, _, dim), rk in fo.items()]
+    write(r / "fmax_output_size" / "x.json", rec)
+    cal = {"random vgg16 + netvlad": ("vgg16", draw(0.55)), "random alexnet + netvlad": ("alexnet", draw(0.35))}
+    csv = r / "calibration" / "synthetic_default_seed0_test.csv"
+    csv.parent.mkdir(parents=True)
+    pd.DataFrame([{"dataset": "synthetic_default_seed0_test", "method": m, "backbone": bb, "pooling": "netvlad",
+                   "dim": 4096, "condition": "all", "seed": 0, "trained": False, "git_commit": "abc", **row}
+                  for m, (bb, rk) in cal.items() for row in _rows_from(rk)]).to_csv(csv, index=False)
+    write(ranks_path(csv), {"ranks": {m: rk.tolist() for m, (_, rk) in cal.items()}})
+
+    c = claims.claims_table(summary.collect_summary(r), results_dir=r)
+
+    def check(row, want, rule=claims.INTERVAL_RULE, read=verdict):
+        for n in (1, 5, 10):
+            assert (row[f"diff_r{n}"], row[f"low_r{n}"], row[f"high_r{n}"]) == pytest.approx(
+                (want[n]["diff"], want[n]["low"], want[n]["high"])), n
+        assert row["supported"] == read(want) and row["verdict_rule"] == rule
+
+    stack = lambda pooling, i: np.stack([seeds[pooling][s][i] for s in (0, 1, 2)])  # noqa: E731
+    nvf = c[(c["claim_id"] == "netvlad_vs_fmax") & c["note"].str.contains("both trained")]
+    assert len(nvf) == 1 and "mean of 3 seeds (0, 1, 2)" in nvf["note"].iloc[0]
+    check(nvf.iloc[0], paired_bootstrap(stack("netvlad", 1), stack("fmax", 1), (1, 5, 10), seed=0))
+    for pooling in ("netvlad", "fmax"):
+        tr = c[(c["claim_id"] == "trained_vs_off_the_shelf") & c["note"].str.contains(f"alexnet \\+ {pooling}")]
+        assert len(tr) == 1
+        check(tr.iloc[0], paired_bootstrap(stack(pooling, 1), stack(pooling, 0), (1, 5, 10), seed=0))
+    base = c[(c["claim_id"] == "netvlad_vs_fmax") & c["note"].str.contains("same base")].iloc[0]
+    check(base, paired_bootstrap(fo[("NetVLAD", "netvlad", 4096)], fo[("f_max 1x1", "fmax", 256)], (1, 5, 10), seed=0))
+    white = c[c["claim_id"] == "whitening_equal_dim"]
+    assert len(white) == 1
+    check(white.iloc[0], paired_bootstrap(fo[("NetVLAD + PCA-whitening", "netvlad", 256)],
+                                          fo[("NetVLAD + PCA", "netvlad", 256)], (1, 5, 10), seed=0))
+    vgg = c[c["claim_id"] == "vgg16_vs_alexnet"]
+    assert len(vgg) == 1
+    check(vgg.iloc[0], paired_bootstrap(cal["random vgg16 + netvlad"][1], cal["random alexnet + netvlad"][1],
+                                        (1, 5, 10), seed=0))
+    alpha = c[c["claim_id"] == "alpha_rule_near_best"]
+    assert len(alpha) == 1
+    want = gap_to_best(sweep[40.0], np.stack([sweep[a] for a in (0.1, 100.0, 1e3)]), (1, 5, 10), seed=0)
+    check(alpha.iloc[0], want, claims.NEAR_INTERVAL_RULE, near_verdict)
+    assert (c["verdict_rule"] != claims.POINT_RULE).sum() == len(c) - (c["supported"] == "not tested").sum()
+
+
+def test_real_image_rows_are_claims_of_their_own_dataset(tmp_path):
+    """A record with a ``ranks`` dict and summary rows naming ``ranks_key`` (the real-image track) is
+    judged by the interval rule within its own dataset, never beside synthetic rows."""
+    rng = np.random.default_rng(5)
+    ranks = {"nv": rng.integers(1, 30, 80), "fm": rng.integers(1, 30, 80)}
+    rows = pd.DataFrame([{"experiment": "real_off_the_shelf", "run": "gp", "dataset": "gardens_point_night",
+                          "split": "test", "synthetic": False, "backbone": "alexnet", "pooling": pooling,
+                          "variant": variant, "dim": dim, "trained": False, "whitened": False, "seed": 0,
+                          "source": "results/real_images/gp.json", "ranks_key": key, **row}
+                         for key, pooling, variant, dim in (("nv", "netvlad", "NetVLAD", 4096),
+                                                            ("fm", "fmax", "f_max 1x1", 256))
+                         for row in _rows_from(ranks[key])])
+    r = tmp_path / "results"
+    write(r / "real_images" / "gp.json", {"ranks": {k: v.tolist() for k, v in ranks.items()}})
+    c = claims.claims_table(rows, results_dir=r)
+    row = c[c["claim_id"] == "netvlad_vs_fmax"].iloc[0]
+    assert row["dataset"] == "gardens_point_night (test)" and row["synthetic"] == False  # noqa: E712
+    assert row["verdict_rule"] == claims.INTERVAL_RULE and "real images, random-init base" in row["note"]
+    from repro.report.intervals import paired_bootstrap
+    assert row["low_r1"] == pytest.approx(paired_bootstrap(ranks["nv"], ranks["fm"], (1,), seed=0)[1]["low"])
+
+
+def test_findings_table_opens_with_one_row_per_claim_and_kind(results):
+    c = claims.claims_table(summary.collect_summary(results))
+    f = claims.findings_table(c)
+    assert list(f.columns) == ["claim", "data", "our verdict", "difference [95% interval], R@1 / R@5 / R@10",
+                               "evidence", "the paper"]
+    # the whitening claim's dimensions are one row, naming each dimension's verdict
+    w = f[f["claim"] == "Whitening helps at equal dimension"]
+    assert len(w) == 1 and "256-D" in w["our verdict"].iloc[0] and "1024-D" in w["our verdict"].iloc[0]
+    # every other claims row is one findings row, its verdict unchanged
+    other = c[c["claim_id"] != "whitening_equal_dim"]
+    assert len(f) == len(other) + 1
+    assert f[f["claim"] != "Whitening helps at equal dimension"]["our verdict"].tolist() == other["supported"].tolist()
+    assert (f["data"].str.contains("synthetic") | (f["data"] == "-")).all()
+    section = readme.readme_section(summary.collect_summary(results), c, "cmd")
+    assert section.index("**Findings") < section.index("**Training runs")
+
+
+def test_seed_table_mean_and_spread(results):
+    for seed, r1 in ((1, 34.0), (2, 29.0)):
+        rec = train_record("netvlad", (20, 40, 50), (r1, 50, 60))
+        rec["run_name"] = f"synthetic_default_seed0_alexnet_netvlad_seed{seed}"
+        rec["seed"], rec["config"]["seed"] = seed, seed
+        write(results / "train" / f"nv{seed}.json", rec)
+    t = readme.seed_table(summary.collect_summary(results)).set_index(["model", "state"])
+    row = t.loc[("alexnet + netvlad", "trained")]
+    assert row["seeds"] == "0, 1, 2"
+    v = np.array([30.0, 34.0, 29.0])
+    assert row["R@1 mean ± s.d. (min-max)"] == f"{v.mean():.1f} ± {v.std(ddof=1):.1f} (29.0-34.0)"
+    assert ("alexnet + fmax", "trained") not in t.index  # one seed only: no spread to show
+
+
+def test_calibration_table_gives_intervals_from_the_ranks(tmp_path):
+    from repro.data.synthetic.calibration import ranks_path
+    from repro.report.intervals import recall_interval
+
+    rng = np.random.default_rng(9)
+    rk = rng.integers(-1, 30, 100)
+    rk[rk == 0] = 1
+    csv = tmp_path / "calibration" / "synthetic_default_seed0_test.csv"
+    csv.parent.mkdir()
+    rows = [{"dataset": "synthetic_default_seed0_test", "method": "m", "condition": cond, "n": n,
+             "recall_pct": 100.0 * float(np.mean((rk >= 1) & (rk <= n))), "num_queries": 100}
+            for cond in ("all", "night") for n in NS]
+    pd.DataFrame(rows).to_csv(csv, index=False)
+    write(ranks_path(csv), {"ranks": {"m": rk.tolist()}})
+    t = readme.calibration_table(tmp_path)
+    iv = recall_interval(rk, (1, 5, 10), seed=0)
+    assert t["R@5 [95% interval]"].iloc[0] == f"{iv[5]['recall']:.1f} [{iv[5]['low']:.1f}, {iv[5]['high']:.1f}]"
+    assert "R@1 night (100 q.)" in t.columns

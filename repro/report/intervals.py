@@ -13,6 +13,13 @@ difference is only as good as its interval:
   points.
 - :func:`verdict` turns the intervals at every N into the claim's verdict by
   :data:`VERDICT_RULE`.
+- :func:`gap_to_best` is the interval for the claim "the rule's alpha is near
+  the best of the sweep": the rule's recall minus the best of the other swept
+  alphas, the best chosen again in each resample (choosing it once, on all
+  queries, would favour the sweep by its own selection); :func:`near_verdict`
+  reads it by :data:`NEAR_RULE`.
+- :func:`recall_interval` is a single method's recall with its interval (the
+  calibration table).
 
 Inputs are per-query ranks as :class:`repro.metrics.RecallResult` gives
 them: the 1-based rank of the first correct database image, -1 when none is
@@ -25,13 +32,18 @@ import numpy as np
 
 from repro.errors import ConfigError
 
-__all__ = ["RESAMPLES", "LEVEL", "VERDICT_RULE", "hits_at", "paired_bootstrap", "verdict"]
+__all__ = ["RESAMPLES", "LEVEL", "VERDICT_RULE", "NEAR_RULE", "hits_at", "paired_bootstrap", "verdict", "gap_to_best",
+           "near_verdict", "recall_interval"]
 
 RESAMPLES = 2000  # at least 2000 (issue 15); seeded, so a rerun gives the same interval
 LEVEL = 0.95
 VERDICT_RULE = ("yes: the 95% interval of the difference excludes 0 in the claimed direction at every N; "
                 "no: it excludes 0 in the other direction at every N; mixed: it excludes 0 in opposite "
                 "directions at different N; not significant: otherwise")
+
+NEAR_RULE = ("yes: the rule's alpha is not significantly below the best other swept alpha at any N (the 95% "
+             "interval of rule minus best, the best re-chosen in each resample, reaches 0 or above); no: it is "
+             "significantly below at every N; mixed: below at some N only")
 
 
 def hits_at(ranks, n: int) -> np.ndarray:
@@ -107,3 +119,74 @@ def verdict(intervals: dict) -> str:
     if any(above) and any(below):
         return "mixed"
     return "not significant"
+
+
+def _quantiles(diffs: np.ndarray, level: float) -> tuple[float, float]:
+    lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def gap_to_best(rule_ranks, other_ranks, ns=(1, 5, 10), resamples: int = RESAMPLES, seed: int = 0,
+                level: float = LEVEL) -> dict:
+    """Recall@N of the rule's alpha minus the best of the other alphas, with a bootstrap interval.
+
+    Args:
+        rule_ranks: [Q] integer ranks at the rule's alpha.
+        other_ranks: [A, Q] integer ranks at each other swept alpha (A >= 1), the same Q queries.
+        ns, resamples, seed, level: as :func:`paired_bootstrap`.
+
+    Returns:
+        ``{n: {"diff", "low", "high", "a", "b", "best_index"}}`` in percentage
+        points: ``diff`` = rule minus the best other alpha on all queries
+        (``b``, at row ``best_index`` of ``other_ranks``); the interval is of
+        the same statistic with the best re-chosen in every resample.
+    """
+    rule = _as_runs(rule_ranks, "rule")
+    others = _as_runs(other_ranks, "others")
+    if rule.shape[0] != 1 or others.shape[1] != rule.shape[1]:
+        raise ConfigError(f"gap to best: one [Q] rule and [A, Q] others on the same queries, got {rule.shape} and "
+                          f"{others.shape}")
+    if int(resamples) < 1 or not 0 < level < 1:
+        raise ConfigError(f"gap to best: resamples must be >= 1 and level in (0, 1), got {resamples}, {level}")
+    q = rule.shape[1]
+    queries = np.random.default_rng(seed).integers(0, q, size=(resamples, q))
+    out = {}
+    for n in ns:
+        hr, ho = hits_at(rule[0], n), hits_at(others, n)           # [Q], [A, Q]
+        gaps = 100.0 * (hr[queries].mean(axis=1) - ho[:, queries].mean(axis=2).max(axis=0))  # [resamples]
+        lo, hi = _quantiles(gaps, level)
+        per_alpha = 100.0 * ho.mean(axis=1)
+        best = int(np.argmax(per_alpha))
+        out[int(n)] = {"diff": 100.0 * hr.mean() - per_alpha[best], "low": lo, "high": hi, "a": 100.0 * hr.mean(),
+                       "b": float(per_alpha[best]), "best_index": best}
+    return out
+
+
+def near_verdict(intervals: dict) -> str:
+    """``yes`` / ``no`` / ``mixed`` from :func:`gap_to_best`'s intervals, by :data:`NEAR_RULE`."""
+    if not intervals:
+        raise ConfigError("near verdict: no intervals")
+    below = [iv["high"] < 0 for iv in intervals.values()]
+    return "no" if all(below) else "mixed" if any(below) else "yes"
+
+
+def recall_interval(ranks, ns=(1, 5, 10), resamples: int = RESAMPLES, seed: int = 0, level: float = LEVEL) -> dict:
+    """One method's recall@N with a percentile bootstrap interval over its queries.
+
+    ``ranks``: [Q] or [S, Q] (seeds resampled as in :func:`paired_bootstrap`).
+    Returns ``{n: {"recall", "low", "high"}}`` in percent.
+    """
+    r = _as_runs(ranks, "ranks")
+    if int(resamples) < 1 or not 0 < level < 1:
+        raise ConfigError(f"recall interval: resamples must be >= 1 and level in (0, 1), got {resamples}, {level}")
+    rng = np.random.default_rng(seed)
+    seeds = rng.integers(0, r.shape[0], size=(resamples, r.shape[0]))
+    queries = rng.integers(0, r.shape[1], size=(resamples, r.shape[1]))
+    out = {}
+    for n in ns:
+        h = hits_at(r, n)
+        per_query = h[seeds].mean(axis=1)                       # [resamples, Q]
+        stats = 100.0 * np.take_along_axis(per_query, queries, axis=1).mean(axis=1)
+        lo, hi = _quantiles(stats, level)
+        out[int(n)] = {"recall": 100.0 * h.mean(), "low": lo, "high": hi}
+    return out

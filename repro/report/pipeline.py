@@ -92,10 +92,13 @@ class _Echo:
         self.buf = ""
 
 
-def execute(run: Run, executed_dir: Path, html: bool = True, echo: bool = True, timeout: int | None = None) -> Path:
+def execute(run: Run, executed_dir: Path, html: bool = True, echo: bool = True, timeout: int | None = None,
+            env: dict | None = None) -> Path:
     """Execute one notebook with papermill; on success the executed notebook
     lands in ``executed_dir`` (and its HTML render in ``executed_dir/html``).
-    Raises :class:`NotebookFailed` naming the notebook and the failing cell."""
+    ``env``: more environment variables for the kernel (a profile's
+    ``threads``: ``OMP_NUM_THREADS``). Raises :class:`NotebookFailed` naming
+    the notebook and the failing cell."""
     import papermill as pm
 
     ensure_kernel()
@@ -106,8 +109,9 @@ def execute(run: Run, executed_dir: Path, html: bool = True, echo: bool = True, 
     # TQDM_DISABLE: progress bars would fill the executed notebooks;
     # SOURCE_DATE_EPOCH: PDFs without a creation date, so an unchanged figure
     # keeps its bytes. The kernel inherits both.
-    env_before = {k: os.environ.get(k) for k in KERNEL_ENV}
-    os.environ.update(KERNEL_ENV)
+    kernel_env = {**KERNEL_ENV, **(env or {})}
+    env_before = {k: os.environ.get(k) for k in kernel_env}
+    os.environ.update(kernel_env)
     try:
         pm.execute_notebook(str(notebooks_dir() / f"{run.notebook}.ipynb"), str(tmp), parameters=run.params,
                             cwd=str(notebooks_dir()), kernel_name="python3", progress_bar=False,
@@ -236,8 +240,11 @@ def finish(profile: dict, log=print) -> None:
     claims_path, claims = write_claims(results_dir, summary, paper)
     log(f"summary: {summary_path} ({len(summary)} rows); claims: {claims_path}")
     if profile.get("update_readme"):
+        from repro.report.rerun import write_rerun_tables
+
+        write_rerun_tables(results_dir)
         section = readme_section(summary, claims, f"python -m repro.pipeline --profile {profile['name']}",
-                                 runtimes=load_runtimes(_runtimes_path(profile).parent))
+                                 runtimes=load_runtimes(_runtimes_path(profile).parent), results_dir=results_dir)
         changed = update_readme(repo_root() / "README.md", section)
         log("README results section " + ("updated" if changed else "unchanged"))
 
@@ -283,6 +290,7 @@ def run_profile(profile_name: str, force: bool = False, only: list[str] | None =
     log(f"profile {profile['name']}: {len(runs)} notebook run(s); executed notebooks -> {executed_dir}")
     if not list_only:
         generate_datasets(profile, log)  # the rehearsal's data, before the checks that read it
+        thread_env(profile)  # a bad ``threads`` stops here
         check_runs(runs, executed_dir)  # every run's parameters and training configs, before the first one starts
     start = time.perf_counter()
     measured = {}
@@ -317,7 +325,7 @@ def run_profile(profile_name: str, force: bool = False, only: list[str] | None =
                 run.params["reuse_existing"] = False
             log(f"{head}: running ({_describe(run.params)})")
             t0 = time.perf_counter()
-            out = execute(run, executed_dir, html=html)
+            out = execute(run, executed_dir, html=html, env=thread_env(profile))
             dt = time.perf_counter() - t0
             measured[run.name] = {"seconds": round(dt, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             log(f"{head}: done in {dt:.0f} s -> {rel(out)}")
@@ -338,9 +346,22 @@ def run_profile(profile_name: str, force: bool = False, only: list[str] | None =
     return 0
 
 
+def thread_env(profile: dict) -> dict:
+    """The kernel's thread count from a profile's ``threads`` (the rerun
+    with another thread count, ``params/rerun_threads1.yaml``): torch reads
+    ``OMP_NUM_THREADS`` when it starts; {} when the profile sets none."""
+    n = profile.get("threads")
+    if n is None:
+        return {}
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"profile {profile['name']!r}: threads must be a positive integer, got {n!r}")
+    return {"OMP_NUM_THREADS": str(n), "MKL_NUM_THREADS": str(n)}
+
+
 # The result folders the notebooks without result files of their own (05, which gathers them, and 06
 # where nothing is evaluable) read; their outputs change only when one of these does.
-RESULT_FOLDERS = ("data", "train", "alpha_sweep", "fmax_output_size", "authors_models", "paper")
+RESULT_FOLDERS = ("data", "train", "alpha_sweep", "fmax_output_size", "authors_models", "paper", "calibration",
+                  "real_images", "retrievals", "rerun")
 
 
 def _up_to_date(run: Run, executed_dir: Path, profile: dict) -> bool:

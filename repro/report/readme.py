@@ -55,6 +55,141 @@ def main_results_table(summary: pd.DataFrame, ns=(1, 5, 10)) -> pd.DataFrame:
     return wide
 
 
+def seed_table(summary: pd.DataFrame, ns=(1, 5, 10)) -> pd.DataFrame:
+    """Mean and spread over training seeds: one row per training recipe,
+    pooling and state (off-the-shelf / trained), with the seeds, R@N mean,
+    standard deviation and range. Recipes with one seed are left out."""
+    from repro.report.claims import _recipe
+
+    tr = summary[(summary["experiment"] == "train") & (summary["whitened"] != True) & summary["n"].isin(ns)]  # noqa: E712
+    if tr.empty:
+        return pd.DataFrame()
+    tr = dedupe_runs(tr).assign(_r=lambda d: _recipe(d))
+    rows = []
+    for (data, rid, bb, pooling, trained), g in tr.groupby(["dataset", "_r", "backbone", "pooling", "trained"], sort=False):
+        seeds = sorted({int(x) for x in g["seed"].dropna()})
+        if len(seeds) < 2:
+            continue
+        row = {"data": data + (" (synthetic)" if bool(g["synthetic"].iloc[0]) else ""), "model": f"{bb} + {pooling}",
+               "state": "trained" if trained else "off-the-shelf", "seeds": ", ".join(map(str, seeds))}
+        for n in ns:
+            v = g.loc[g["n"] == n, "recall_pct"].to_numpy(dtype=float)
+            row[f"R@{n} mean ± s.d. (min-max)"] = f"{v.mean():.1f} ± {v.std(ddof=1):.1f} ({v.min():.1f}-{v.max():.1f})"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def calibration_table(results_dir, ns=(1, 5, 10)) -> pd.DataFrame:
+    """The calibration's untrained baselines with 95% bootstrap intervals
+    (over the test queries, :func:`repro.report.intervals.recall_interval`)
+    from ``results/calibration/*_ranks.json``, and R@1 per query condition."""
+    from repro.data.synthetic.calibration import ranks_path
+    from repro.report.intervals import recall_interval
+
+    rows = []
+    for csv in sorted(Path(results_dir, "calibration").glob("*.csv")):
+        rk = read_json(ranks_path(csv)) or {}
+        cal = pd.read_csv(csv)
+        for method, g in cal.groupby("method", sort=False):
+            row = {"data": f"{g['dataset'].iloc[0]} (synthetic)", "method (untrained)": method}
+            ranks = (rk.get("ranks") or {}).get(method)
+            iv = recall_interval(np.asarray(ranks, dtype=np.int64), ns, seed=0) if ranks else {}
+            for n in ns:
+                v = g[(g["condition"] == "all") & (g["n"] == n)]["recall_pct"]
+                row[f"R@{n} [95% interval]"] = (f"{iv[n]['recall']:.1f} [{iv[n]['low']:.1f}, {iv[n]['high']:.1f}]"
+                                                if iv else f"{float(v.iloc[0]):.1f}" if len(v) else "")
+            for cond in [c for c in g["condition"].unique() if c != "all"]:
+                v = g[(g["condition"] == cond) & (g["n"] == 1)]
+                q = int(v["num_queries"].iloc[0]) if len(v) else 0
+                row[f"R@1 {cond} ({q} q.)"] = f"{float(v['recall_pct'].iloc[0]):.1f}" if len(v) else ""
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def rerun_markdown(results_dir) -> list[str]:
+    """The rerun check's tables (``results/rerun/``), as README lines; [] without a rerun."""
+    folder = Path(results_dir) / "rerun"
+    if not (folder / "verdicts.csv").is_file():
+        return []
+    v = pd.read_csv(folder / "verdicts.csv").fillna("")
+    r = pd.read_csv(folder / "recall.csv") if (folder / "recall.csv").is_file() else pd.DataFrame()
+    out = []
+    if not r.empty:
+        t = r.copy()
+        t["state"] = t["trained"].map({True: "trained", False: "off-the-shelf"})
+        for n in (1, 5, 10):
+            t[f"R@{n} committed -> rerun"] = [f"{a:.1f} -> {b:.1f} ({d:+.1f})" if pd.notna(d) else ""
+                                             for a, b, d in zip(t[f"committed_r{n}"], t[f"rerun_r{n}"], t[f"diff_r{n}"])]
+        t["threads (committed, rerun)"] = [f"{_int(a)}, {_int(b)}" for a, b in
+                                           zip(t["committed_threads"], t["rerun_threads"])]
+        out += ["**Rerun variance: the seed-0 training runs trained again** (`results/rerun/recall.csv`)", "",
+                _md_table(t[["condition", "run", "state", "threads (committed, rerun)"]
+                            + [f"R@{n} committed -> rerun" for n in (1, 5, 10)]]), ""]
+    t = v[["condition", "seeds", "claim", "comparison", "committed", "rerun", "flipped"]].copy()
+    t["flipped"] = t["flipped"].map(lambda x: "**yes**" if str(x) == "True" else "no")
+    flips = (v["flipped"].astype(str) == "True")
+    out += [f"**Do the verdicts survive the rerun?** (`results/rerun/verdicts.csv`): "
+            f"{int(flips[v['seeds'] == 'all seeds'].sum())} of {int((v['seeds'] == 'all seeds').sum())} training "
+            f"verdicts flip with all seeds pooled, {int(flips[v['seeds'] == 'seed 0 alone'].sum())} of "
+            f"{int((v['seeds'] == 'seed 0 alone').sum())} with seed 0 alone", "", _md_table(t), ""]
+    return out
+
+
+def real_images_markdown(summary: pd.DataFrame, ns=(1, 5, 10)) -> list[str]:
+    """The real-image track (07) as README lines: off-the-shelf methods, the alpha sweep and sim-to-real
+    (mean over the training seeds), one table each, never beside synthetic rows; [] without it."""
+    if summary.empty:
+        return []
+    real = summary[~summary["synthetic"].astype(bool) & summary["experiment"].isin(
+        ["real_off_the_shelf", "alpha_sweep", "sim_to_real"]) & summary["n"].isin(ns)]
+    if real.empty:
+        return []
+    out = ["**Real photographs (07; real images, random-init base; `results/real_images/`)**: Gardens Point "
+           "day -> night and left -> right, Nordland summer -> winter, every image resized to 96x128; NetVLAD's "
+           "centroids and alpha fitted on the synthetic city's training database (the transductive variant: on "
+           "the evaluated reference images), never on the queries", ""]
+    for exp, title, keys in (("real_off_the_shelf", "off-the-shelf", ["dataset", "variant", "dim", "fit"]),
+                             ("sim_to_real", "sim-to-real: 02's networks, trained on the synthetic city, against "
+                              "their untrained starting points (mean over seeds)", ["dataset", "variant", "dim"]),
+                             ("alpha_sweep", "alpha sweep, NetVLAD off-the-shelf", ["dataset", "alpha"])):
+        g = real[real["experiment"] == exp]
+        if g.empty:
+            continue
+        g = g.assign(fit=g["fit"].fillna("") if "fit" in g else "", dim=g["dim"].map(
+            lambda v: str(int(v)) if pd.notna(v) else ""), alpha=g["alpha"].map(_fmt_alpha))
+        seeds = g.groupby(keys)["seed"].nunique().max()
+        t = g.pivot_table(index=keys, columns="n", values="recall_pct", aggfunc="mean", sort=False).reset_index()
+        if exp == "alpha_sweep":
+            t = t.assign(_a=t["alpha"].astype(float)).sort_values(["dataset", "_a"]).drop(columns="_a")
+        t.columns = [f"R@{c}" if isinstance(c, (int, np.integer)) else c for c in t.columns]
+        for n in ns:
+            t[f"R@{n}"] = t[f"R@{n}"].map(lambda v: f"{v:.1f}")
+        out += [f"*{title}*" + (f" ({seeds} seeds)" if exp == "sim_to_real" else ""), "", _md_table(t), ""]
+    return out
+
+
+def retrieval_failures_markdown(results_dir) -> list[str]:
+    """Failures at rank 1 by query condition (08, ``results/retrievals/``) as README lines."""
+    files = sorted(Path(results_dir, "retrievals").glob("*_failures.csv"))
+    if not files:
+        return []
+    out = []
+    for f in files:
+        c = pd.read_csv(f)
+        t = c.pivot_table(index="condition", columns="method", values="failures_at1", aggfunc="first", sort=False)
+        q = c.drop_duplicates("condition").set_index("condition")["queries"]
+        t.insert(0, "queries", q)
+        t = t.reset_index()
+        out += [f"**What the models retrieve (08): failures at rank 1 by query condition** (`{f.relative_to(Path(results_dir).parent)}`"
+                f"{', synthetic' if bool(c['synthetic'].iloc[0]) else ''}; figures `figures/retrievals_*`)", "",
+                _md_table(t), ""]
+    return out
+
+
+def _int(v) -> str:
+    return "" if v is None or (isinstance(v, float) and math.isnan(v)) or v == "" else str(int(float(v)))
+
+
 def load_runtimes(folder) -> pd.DataFrame:
     """Measured runtimes of the pipeline's profiles (``results/runtimes/*.json``):
     one row per profile and notebook (alpha-sweep runs summed), plus a
@@ -102,15 +237,29 @@ def runtimes_markdown(rt: pd.DataFrame) -> str:
     return _md_table(t[cols])
 
 
-def readme_section(summary: pd.DataFrame, claims: pd.DataFrame, command: str, runtimes: pd.DataFrame | None = None) -> str:
-    """The markdown between the README markers."""
+def readme_section(summary: pd.DataFrame, claims: pd.DataFrame, command: str, runtimes: pd.DataFrame | None = None,
+                   results_dir=None) -> str:
+    """The markdown between the README markers: the findings first (from
+    the claims), then the detail. ``results_dir`` adds the tables read from
+    files (calibration intervals, the rerun check)."""
+    from repro.report.claims import NEAR_INTERVAL_RULE, findings_table
+
     parts = [f"_Generated from `results/` by `{command}`; do not edit by hand. "
-             "Synthetic-city numbers are labelled (synthetic) and say nothing directly about Pittsburgh._", ""]
+             "Synthetic-city numbers are labelled (synthetic) and say nothing directly about Pittsburgh; "
+             "real-image numbers come from random-init bases (no ImageNet weights offline)._", ""]
+    if claims is not None and not claims.empty:
+        parts += ["**Findings: the paper's claims, as this reproduction tested them** (from `results/claims.csv`; "
+                  "the rules below; the detail follows)", "", _md_table(findings_table(claims)), ""]
+    seeds = seed_table(summary) if not summary.empty else pd.DataFrame()
+    if not seeds.empty:
+        parts += ["**Spread over training seeds** (each seed trained from its own initialisation)", "",
+                  _md_table(seeds), ""]
     main = main_results_table(dedupe_runs(summary[summary["experiment"] == "train"])) if not summary.empty \
         else pd.DataFrame()
     if not main.empty:
         parts += ["**Training runs (`results/train/`; 02_train makes the `..._seed0` ones): off-the-shelf vs trained, test split**", "", _md_table(main.drop(columns=["experiment"])), ""]
-    sweep = summary[(summary["experiment"] == "alpha_sweep") & summary["n"].isin([1, 5, 10])] if not summary.empty else summary
+    sweep = summary[(summary["experiment"] == "alpha_sweep") & summary["n"].isin([1, 5, 10]) & summary["synthetic"]] \
+        if not summary.empty else summary
     if not sweep.empty:
         t = main_results_table(sweep)
         t = t.assign(_a=t["alpha"].astype(float)).sort_values(["data", "trained", "_a"]).drop(
@@ -122,11 +271,22 @@ def readme_section(summary: pd.DataFrame, claims: pd.DataFrame, command: str, ru
         t = t.assign(_d=t["dim"].astype(int)).sort_values(["data", "variant", "_d"]).drop(
             columns=["_d", "experiment", "alpha", "run"])
         parts += ["**f_max output size and NetVLAD reductions (04), off-the-shelf**", "", _md_table(t), ""]
+    parts += real_images_markdown(summary)
+    if results_dir is not None:
+        parts += retrieval_failures_markdown(results_dir)
     if claims is not None and not claims.empty:
         c = claims[["claim", "dataset", "supported", "ours", "note", "paper"]].copy()
-        parts += ["**The paper's claims**", "", _md_table(c), "",
+        parts += ["**The paper's claims, in detail**", "", _md_table(c), "",
                   f"Verdict rules (`verdict_rule` in `results/claims.csv`): rows with a difference and its interval "
-                  f"follow the {INTERVAL_RULE}; the other rows compare {POINT_RULE}.", ""]
+                  f"follow the {INTERVAL_RULE}; the alpha claim follows the {NEAR_INTERVAL_RULE}; rows from result "
+                  f"files without per-query ranks compare {POINT_RULE}.", ""]
+    if results_dir is not None:
+        cal = calibration_table(results_dir)
+        if not cal.empty:
+            parts += ["**Calibration of the synthetic city**: untrained baselines (random weights; NetVLAD K = 64, "
+                      "centroids and alpha from 500 training images; `python -m repro calibrate-city`), 95% "
+                      "bootstrap intervals over the test queries", "", _md_table(cal), ""]
+        parts += rerun_markdown(results_dir)
     if runtimes is not None and not runtimes.empty:
         parts += ["**Measured runtimes** (wall clock of the last run of each notebook, including its kernel "
                   "start; the whole profile: the last invocation that ran every notebook, with `--force`; "

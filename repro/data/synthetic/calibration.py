@@ -10,6 +10,10 @@ recall@N overall and per query condition to one tidy CSV:
     vgg16+netvlad   random VGG-16, as above
     vgg16+fmax
 
+Each method's per-query ranks (1-based rank of the first true match, -1
+for none) go beside the CSV, in ``{stem}_ranks.json`` (``{"ranks": {method:
+[Q]}}``), so the claims can put intervals on these numbers.
+
 The targets: NetVLAD on the random AlexNet between 15% and 70% recall@1,
 nothing at 99%, recall differing clearly by condition. Run with
 ``python -m repro calibrate-city``. Numbers are synthetic.
@@ -25,7 +29,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from repro.atomic import atomic_write_text
+from repro.atomic import atomic_write_text, write_json
 from repro.data.datasets import load_split
 from repro.data.images import load_rgb8
 from repro.data.synthetic import (
@@ -72,10 +76,12 @@ def calibrate_city(preset: str = "default", city_seed: int = 0, split: str = "te
     train = load_split("synthetic", root, "train")
     conditions = load_query_conditions(root, split)["condition"].to_numpy()
     rows = []
+    ranks = {}
     t0 = time.perf_counter()
     q, db = thumbnails(test.q_paths), thumbnails(test.db_paths)
     details = recall_at_n(q, db, test.positives, ns=NS, return_details=True)
     rows += _rows("raw pixels 32x24", "none", "thumbnail", q.shape[1], details.ranks, details.recall, conditions, seed)
+    ranks["raw pixels 32x24"] = np.asarray(details.ranks).tolist()
     print(f"raw pixels: R@1 {details.recall[1]:.1f}  ({time.perf_counter() - t0:.0f} s)")
     for backbone, pooling in models:
         t0 = time.perf_counter()
@@ -89,12 +95,21 @@ def calibrate_city(preset: str = "default", city_seed: int = 0, split: str = "te
         result = evaluate_split(model, test, ns=NS, device=device)
         rows += _rows(f"random {backbone} + {pooling}", backbone, pooling, result["dim"], result["ranks"],
                       result["recall"], conditions, seed)
+        ranks[f"random {backbone} + {pooling}"] = np.asarray(result["ranks"]).tolist()
         print(f"random {backbone} + {pooling}: R@1 {result['recall'][1]:.1f}  ({time.perf_counter() - t0:.0f} s)")
     table = pd.DataFrame(rows)
     table.insert(0, "dataset", f"synthetic_{preset}_seed{city_seed}_{split}")
     table["trained"] = False
     table["git_commit"] = git_commit()
     out = Path(out or Path("results") / "calibration" / f"synthetic_{preset}_seed{city_seed}_{split}.csv")
+    write_json(ranks_path(out), {"git_commit": table["git_commit"].iloc[0], "dataset": table["dataset"].iloc[0],
+                                 "conditions": [str(c) for c in conditions], "ranks": ranks})
     atomic_write_text(out, table.to_csv(index=False))
-    print(f"wrote {out}")
+    print(f"wrote {out} and {ranks_path(out).name}")
     return table
+
+
+def ranks_path(csv_path) -> Path:
+    """The per-query ranks file beside a calibration CSV."""
+    p = Path(csv_path)
+    return p.with_name(f"{p.stem}_ranks.json")
