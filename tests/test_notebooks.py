@@ -21,13 +21,13 @@ from repro.report import pipeline
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 NAMES = ["01_data_prep", "02_train", "03_alpha_sweep", "04_fmax_output_size", "05_paper_comparison",
-         "06_authors_models"]
+         "06_authors_models", "07_real_images", "08_retrievals"]
 PAPER_KNOBS = ["dataset", "data_root", "backbone", "weights", "image_size", "epochs", "device"]
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*randomly initialised")
 
 
-def test_the_six_notebooks_exist():
+def test_the_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == NAMES
 
 
@@ -71,6 +71,23 @@ def test_profiles_plan(monkeypatch):
     # TOKYOTM_ROOT / TOKYO247_ROOT unset: listed, skipped
     assert [r.name for r in runs if r.unavailable] == ["02_train_tokyoTM", "06_authors_models_tokyo247"]
     assert all(r.params.get("data_root") == "/data/pittsburgh" for r in runs if "data_root" in r.params)
+
+
+def test_the_seeds_and_rerun_profiles_plan_02_only():
+    """`make seeds`: 02 once per extra seed into results/; `make rerun`: 02's seed-0 runs with one thread into a
+    folder of their own, with their own checkpoints (never resuming the committed runs')."""
+    seeds = pipeline.plan(pipeline.load_profile("seeds"))
+    assert [(r.name, r.params["seed"]) for r in seeds] == [("02_train_seed1", 1), ("02_train_seed2", 2)]
+    assert all(r.params["results_dir"] == "../results" for r in seeds)
+    rerun_profile = pipeline.load_profile("rerun_threads1")
+    rerun = pipeline.plan(rerun_profile)
+    assert [r.name for r in rerun] == ["02_train"] and rerun[0].params["seed"] == 0
+    assert rerun[0].params["results_dir"] == "../results/rerun/threads1"
+    assert "rerun_threads1" in rerun[0].params["cache_dir"]
+    assert pipeline.thread_env(rerun_profile) == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    default = {k: v for k, v in pipeline.load_profile("default")["common"].items() if k in rerun[0].params}
+    assert {k: rerun[0].params[k] for k in default if k not in ("seed",)} == {k: v for k, v in default.items()
+                                                                           if k != "seed"}
 
 
 def test_unknown_profile_and_parameter(tmp_path):

@@ -13,6 +13,7 @@ report. One module per notebook step:
                      05_paper_comparison    results/summary.csv, results/claims.csv, the README's
                                             results section, the paper's numbers
     authors_models   06_authors_models      the authors' released networks
+    real_images      07_real_images         real photographs (../shared/data/real): off-the-shelf, alpha, sim-to-real
 
 and what the steps share:
 

@@ -5,6 +5,7 @@
     results/alpha_sweep/{dataset}_{backbone}_K{K}_{off_the_shelf|trained}_alpha{alpha}.json   03_alpha_sweep
     results/fmax_output_size/{dataset}_{backbone}_K{K}.json                    04_fmax_output_size
     results/authors_models/{Pitts30K|TokyoTM}_struct_on_{dataset}.json         06_authors_models
+    results/real_images/{real_off_the_shelf|alpha_sweep|sim_to_real}_{set}.json  07_real_images (real photographs)
 
 Each record is one JSON file (:func:`repro.atomic.write_json`: config, seed,
 git commit, tidy ``rows`` of recall@N). :func:`expected_outputs` names them
@@ -70,6 +71,15 @@ def alpha_sweep_path(results_dir, dataset_name: str, backbone: str, num_clusters
 
 def fmax_size_path(results_dir, dataset_name: str, backbone: str, num_clusters: int) -> Path:
     return Path(results_dir) / "fmax_output_size" / f"{dataset_name}_{backbone}_K{num_clusters}.json"
+
+
+# The real-photograph sets of 07 (VPR-Bench folders under ../shared/data/real).
+REAL_SETS = ("gardens_point_night", "gardens_point_day_left", "nordland_summer_winter")
+
+
+def real_images_path(results_dir, experiment: str, set_name: str) -> Path:
+    """07's record of one experiment (real_off_the_shelf, alpha_sweep, sim_to_real) on one real set."""
+    return Path(results_dir) / "real_images" / f"{experiment}_{set_name}.json"
 
 
 def data_counts_path(results_dir, dataset_name: str) -> Path:
@@ -154,4 +164,13 @@ def expected_outputs(notebook: str, params: dict) -> list[Path]:
         return [authors_record_path(results, e["trained_on"], e["dataset"])
                 for e in authors_plan(p.get("test_sets", ()), p.get("authors_model"), p.get("data_root"),
                                       p.get("tokyo247_root")) if e["skip"] is None]
+    if stem.startswith("07"):  # the sets present (an absent one is skipped, and the profile's requires skips all)
+        root = Path(p.get("real_root") or repo_root().parent / "shared" / "data" / "real")
+        sets = [n for n in p.get("real_sets", REAL_SETS) if (root / n / "ground_truth_new.npy").is_file()]
+        out = [real_images_path(results, "real_off_the_shelf", n) for n in sets]
+        if p.get("real_alpha_set", "gardens_point_night") in sets:
+            out.append(real_images_path(results, "alpha_sweep", p.get("real_alpha_set", "gardens_point_night")))
+        if p.get("sim_to_real_seeds", [0, 1, 2]):
+            out += [real_images_path(results, "sim_to_real", n) for n in sets]
+        return out
     return []

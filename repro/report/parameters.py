@@ -115,6 +115,8 @@ def _plain(value):
 _GRIDS = "a non-empty list of f_max grids (g for g x g, or [h, w]), each at least 1x1"
 _DATASETS = tuple(d for d in DATASETS if d != "vprbench")
 _TEST_SETS = ("pitts30k", "pitts250k", "tokyo247")  # repro.report.authors_models.AUTHORS_TESTS (a test checks)
+# repro.report.real_images.REAL_SETS (a test checks; not imported: that module draws with matplotlib)
+_REAL_SETS = ("gardens_point_night", "gardens_point_day_left", "nordland_summer_winter")
 C = Check
 # name -> its check, in every notebook that declares the name
 CHECKS = {
@@ -164,6 +166,21 @@ CHECKS = {
     "test_sets": C(Annotated[list[_choice(*_TEST_SETS)], Field(min_length=1)],
                    f"a non-empty list of test sets among {list(_TEST_SETS)}", '-y "test_sets: [pitts30k, tokyo247]"'),
     "batch_size": C(_at_least(1), "an integer >= 1", "-p batch_size 16"),
+    "n_retrievals": C(_at_least(1), "an integer >= 1", "-p n_retrievals 5"),
+    "real_root": C(_PATH, "a non-empty string (a path)", "-p real_root ../../shared/data/real"),
+    "real_sets": C(Annotated[list[_choice(*_REAL_SETS)], Field(min_length=1)],
+                   f"a non-empty list of real sets among {list(_REAL_SETS)}",
+                   '-y "real_sets: [gardens_point_night]"'),
+    "real_alpha_set": C(_choice(*_REAL_SETS), "one of " + ", ".join(map(repr, _REAL_SETS)),
+                        "-p real_alpha_set gardens_point_night"),
+    "alphas": C(Annotated[list[_ALPHA], Field(min_length=1)], "a non-empty list of positive, finite numbers",
+                '-y "alphas: [0.1, 10, 1000]"'),
+    "fmax_grid": C(Optional[Union[_at_least(1), _PAIR]], "None (04's best grid) or an f_max grid (g, or [h, w])",
+                   "-p fmax_grid 3"),
+    "raw_pixel_size": C(_PAIR, "[H, W], two positive integers", '-y "raw_pixel_size: [24, 32]"'),
+    "sim_to_real_seeds": C(list[_at_least(0)], "a list of integers >= 0 (training seeds; [] skips the step)",
+                           '-y "sim_to_real_seeds: [0, 1, 2]"'),
+    "n_retrieval_queries": C(_at_least(0), "an integer >= 0", "-p n_retrieval_queries 6"),
 }
 del C
 # folders a run writes to: checked writable before it starts
@@ -279,6 +296,39 @@ def _declarations() -> dict:
             P("batch_size", "16"), P("reuse_existing", "True", "False re-evaluates even where results exist"),
             s["results_dir"], s["figures_dir"],
             P("reference_dir", '"../../shared/reference"', "the digitised Figure 5 (copied to results/paper/)")]),
+        "08_retrievals": ("Defaults: synthetic city, CPU, evaluation only (02's models), ~1-2 minutes.", [
+            *real, *model, Note("epochs: not used (the trained models are 02_train's runs of this seed)."),
+            P("poolings", '["netvlad", "fmax"]', "02's trained models shown beside the off-the-shelf NetVLAD"),
+            s["num_clusters"], s["assignment"],
+            P("init_images", "300", "the off-the-shelf NetVLAD's k-means images (as 02)", "500"),
+            P("init_descriptors", "20000", "", "50000"), P("split", '"test"', "the split evaluated"),
+            P("n_samples", "6", "queries shown: half correct at rank 1 (by the trained NetVLAD), half not"),
+            P("n_retrievals", "5", "retrievals shown per query"), *out,
+            P("cache_dir", '"../cache/features"', "cached conv maps of the untrained base")]),
+        "07_real_images": ("Defaults: the three real sets in ../shared, CPU, evaluation only, ~2-3 minutes.", [
+            P("real_root", '"../../shared/data/real"', "VPR-Bench folders (absent in a fresh clone: every step says "
+              "skipped)"),
+            P("real_sets", '["gardens_point_night", "gardens_point_day_left", "nordland_summer_winter"]'),
+            Note("data_root: not used (the real sets are under real_root; dataset, synthetic_preset, city_seed name "
+                 "the synthetic data the NetVLAD init is fitted on and 02 trained on)"),
+            P("dataset", '"synthetic"', "where the main NetVLAD init is fitted and 02 trained: the synthetic city",
+              check=Check(_choice("synthetic"), "'synthetic' (02's training data)", "-p dataset synthetic")),
+            s["synthetic_preset"], s["city_seed"], s["backbone"], s["weights"],
+            P("image_size", "[96, 128]", "[H, W] every image is resized to (the models' training input; Nordland's "
+              "64x32 upsampled)", "None (native size)"), s["device"],
+            Note("epochs: not used (the trained models are 02_train's)"), s["num_clusters"], s["assignment"],
+            P("init_images", "300", "k-means images (the synthetic training database; transductive: the reference)",
+              "500"),
+            P("init_descriptors", "20000", "", "50000"),
+            P("fmax_grid", "None", "None: the best grid (R@5) of 04's record"),
+            P("raw_pixel_size", "[24, 32]", "[H, W] grayscale thumbnails of the raw-pixel baseline"),
+            P("real_alpha_set", '"gardens_point_night"', "the set of the alpha sweep"),
+            P("alphas", "[0.01, 0.1, 1, 10, 100, 1000, 10000]", "swept alphas (plus the rule's), as 03's"),
+            P("sim_to_real_seeds", "[0, 1, 2]", "02's training seeds to evaluate (those with matching checkpoints)"),
+            P("n_retrieval_queries", "6", "queries in each retrieval figure"), s["seed"],
+            s["results_dir"], s["figures_dir"],
+            P("cache_dir", '"../cache/features"', "cached conv maps of the untrained bases"),
+            P("train_cache_dir", '"../cache/train"', "02's checkpoints (run_name/best.pt)")]),
     }
 
 

@@ -31,7 +31,7 @@ from repro.errors import ConfigError
 from repro.paths import rel, repo_root
 
 PATH_KEYS = ("results_dir", "figures_dir", "cache_dir", "train_cache_dir", "data_root", "reference_dir", "authors_model",
-             "tokyo247_root")
+             "tokyo247_root", "real_root")
 
 
 def notebooks_dir() -> Path:

@@ -41,6 +41,12 @@ def config_id(config: dict) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
+def recipe_id(config: dict) -> str:
+    """:func:`config_id` without the seed: the runs of one recipe over several
+    training seeds share it (the claims pool their seeds)."""
+    return config_id({k: v for k, v in config.items() if k != "seed"})
+
+
 def _rel(path: Path, root: Path) -> str:
     try:
         return str(Path(path).resolve().relative_to(root.resolve()))
@@ -52,7 +58,8 @@ def collect_summary(results_dir=None) -> pd.DataFrame:
     """Every result under ``results_dir`` as one tidy table (see module doc).
 
     Reads ``train/*.json`` (complete trainer records), ``alpha_sweep/*.json``,
-    ``fmax_output_size/*.json`` and ``calibration/*.csv`` (overall rows).
+    ``fmax_output_size/*.json``, ``real_images/*.json`` (07, real photographs) and ``calibration/*.csv``
+    (overall rows).
     """
     from repro.report.training import record_test_sets, train_rows
 
@@ -60,11 +67,11 @@ def collect_summary(results_dir=None) -> pd.DataFrame:
     base = results.parent
     rows = []
 
-    def add(rec_rows, experiment, dataset, split, synthetic, seed, source, commit, run=None, cid=None):
+    def add(rec_rows, experiment, dataset, split, synthetic, seed, source, commit, run=None, cid=None, recipe=None):
         for r in rec_rows:
             rows.append({"experiment": experiment, "run": run or Path(source).stem, "dataset": dataset, "split": split,
                          "synthetic": bool(synthetic), "seed": seed, "config_id": cid, "source": _rel(source, base),
-                         "git_commit": commit, **r})
+                         "git_commit": commit, **({"recipe_id": recipe} if recipe else {}), **r})
 
     for p in sorted((results / "train").glob("*.json")):
         rec = read_json(p)
@@ -72,7 +79,8 @@ def collect_summary(results_dir=None) -> pd.DataFrame:
             continue
         for t in record_test_sets(rec):  # its own test split, and any test_on set (Tokyo 24/7 for TokyoTM)
             add(train_rows(rec, t["test_set"]), "train", t["dataset"], t["split"], t["synthetic"], rec.get("seed"), p,
-                rec.get("git_commit"), rec.get("run_name"), config_id(rec.get("config", {})))
+                rec.get("git_commit"), rec.get("run_name"), config_id(rec.get("config", {})),
+                recipe_id(rec.get("config", {})))
     for exp in ("alpha_sweep", "fmax_output_size"):
         for p in sorted((results / exp).glob("*.json")):
             rec = read_json(p)
@@ -82,7 +90,14 @@ def collect_summary(results_dir=None) -> pd.DataFrame:
                      if exp == "alpha_sweep" else {})
             add([{**r, **extra} for r in rec["rows"]], exp, rec["dataset"], rec.get("split", "test"),
                 rec.get("synthetic", False), rec.get("seed"), p, rec.get("git_commit"))
-    for p in sorted((results / "calibration").glob("*.csv")):
+    # 07: real photographs (synthetic False; dataset = the VPR-Bench folder; each row's ranks_key names its
+    # model's per-query ranks in the record's "ranks"; sim_to_real rows carry their own seed and run)
+    for p in sorted((results / "real_images").glob("*.json")):
+        rec = read_json(p)
+        if rec and "rows" in rec:
+            add(rec["rows"], rec["experiment"], rec["dataset"], rec.get("split", "test"), rec.get("synthetic", False),
+                rec.get("seed"), p, rec.get("git_commit"))
+    for p in sorted((results / "calibration").glob("*.csv")):  # per-query ranks: calibration.ranks_path(p)
         try:
             cal = pd.read_csv(p)
         except (OSError, ValueError, pd.errors.ParserError):
@@ -93,7 +108,7 @@ def collect_summary(results_dir=None) -> pd.DataFrame:
             name, split = (ds.rsplit("_", 1) + ["test"])[:2] if str(ds).endswith(("_test", "_val", "_train")) else (ds, "test")
             recs = [{"backbone": r.backbone, "pooling": r.pooling, "dim": int(r.dim), "trained": bool(r.trained),
                      "whitened": False, "alpha": None, "variant": "off-the-shelf" if not r.trained else "trained",
-                     "method": r.method, "n": int(r.n), "recall_pct": float(r.recall_pct),
+                     "method": r.method, "ranks_key": r.method, "n": int(r.n), "recall_pct": float(r.recall_pct),
                      "num_queries": int(r.num_queries)} for r in g.itertuples()]
             add(recs, "calibration", name, split, str(name).startswith("synthetic"),
                 int(g["seed"].iloc[0]) if "seed" in g else None, p, g["git_commit"].iloc[0] if "git_commit" in g else None)
