@@ -222,6 +222,18 @@ def test_a_gathering_notebook_is_rerun_only_when_a_result_it_reads_is_newer(tmp_
     assert pipeline._up_to_date(run, executed, profile)
     os.utime(record, (3000, 3000))  # a result newer than the executed notebook: rerun
     assert not pipeline._up_to_date(run, executed, profile)
+    os.utime(record, (1000, 1000))
+    # what 05 writes itself (the rerun comparison) is no reason to run again; a rerun's record is
+    for name in ("verdicts.csv", "recall.csv"):
+        (results / "rerun").mkdir(exist_ok=True)
+        (results / "rerun" / name).write_text("x\n")
+        os.utime(results / "rerun" / name, (3000, 3000))
+    assert pipeline._up_to_date(run, executed, profile)
+    rerun_record = results / "rerun" / "threads1" / "train" / "r.json"
+    rerun_record.parent.mkdir(parents=True)
+    rerun_record.write_text("{}")
+    os.utime(rerun_record, (3000, 3000))
+    assert not pipeline._up_to_date(run, executed, profile)
 
 
 def test_parameters_cells_and_the_readme_table_follow_the_declarations():

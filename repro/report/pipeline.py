@@ -373,8 +373,18 @@ def _up_to_date(run: Run, executed_dir: Path, profile: dict) -> bool:
         return False
     results_dir = Path(_abs(profile.get("results_dir", "results"), repo_root()))
     newest = max((f.stat().st_mtime for d in RESULT_FOLDERS if (results_dir / d).is_dir()
-                  for f in (results_dir / d).rglob("*") if f.is_file()), default=0.0)
+                  for f in (results_dir / d).rglob("*") if f.is_file() and not _gathered(f, results_dir)),
+                 default=0.0)
     return executed.stat().st_mtime >= newest
+
+
+def _gathered(path: Path, results_dir: Path) -> bool:
+    """Files 05 and the pipeline's end write themselves from the others (the rerun comparison, a rerun
+    profile's own summary): reading them is no reason to run again, and counting them would rerun 05
+    after every 05."""
+    rel_path = path.relative_to(results_dir)
+    return rel_path.parts[0] == "rerun" and path.name in ("verdicts.csv", "recall.csv", "summary.csv",
+                                                         "claims.csv")
 
 
 def _complete(path: Path) -> bool:
