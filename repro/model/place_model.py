@@ -10,6 +10,7 @@ from repro.errors import ConfigError
 from repro.model.backbone import MatConvNetInput, backbone_channels, build_backbone, check_backbone
 from repro.model.fmax import FMaxPool, check_output_size
 from repro.model.netvlad import NetVLAD, check_alpha
+from repro.model.precision import base_autocast, check_precision
 from repro.model.whitening import PCAWhitening
 
 POOLINGS = ("netvlad", "fmax")
@@ -26,6 +27,10 @@ class PlaceModel(nn.Module):
             descriptors before use (see ``repro.evaluate``).
         config: the keyword arguments of :func:`build_model`, stored in
             checkpoints so a model can be rebuilt.
+        precision: "float32" (default) or "bf16": the base's convolutions
+            under autocast, pooling and whitening in float32 on its output
+            (:mod:`repro.model.precision`; set by :meth:`set_precision`, not
+            stored in checkpoints).
     """
 
     def __init__(self, base: nn.Module, pool: nn.Module, whitening: PCAWhitening | None = None,
@@ -33,6 +38,14 @@ class PlaceModel(nn.Module):
         super().__init__()
         self.base, self.pool, self.whitening = base, pool, whitening
         self.config = dict(config or {})
+        self.precision = "float32"
+
+    def set_precision(self, precision: str) -> "PlaceModel":
+        """float32 or bf16 (resolve "auto" first: :func:`repro.model.precision.resolve_precision`)."""
+        if check_precision(precision) == "auto":
+            raise ConfigError("set_precision: resolve 'auto' for the device first (resolve_precision)")
+        self.precision = precision
+        return self
 
     @property
     def pooled_dim(self) -> int:
@@ -46,7 +59,12 @@ class PlaceModel(nn.Module):
 
     def pooled(self, images: torch.Tensor) -> torch.Tensor:
         """Descriptors before whitening, ``[B, pooled_dim]``."""
-        return self.pool(self.base(images))
+        if self.precision == "float32":
+            return self.pool(self.base(images))
+        with base_autocast(self.precision, images.device.type):
+            maps = self.base(images)
+        # pooling outside autocast, on float32 maps: NetVLAD's sums and its custom backward stay float32
+        return self.pool(maps.float())
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         desc = self.pooled(images)
