@@ -16,7 +16,6 @@ estimates. ``verdict_rule`` says which rule each row follows.
 """
 from __future__ import annotations
 
-import json
 import math
 from functools import lru_cache
 from pathlib import Path
@@ -36,7 +35,7 @@ from repro.report.intervals import (
     paired_bootstrap,
     verdict,
 )
-from repro.report.names import train_dataset_label
+from repro.report.names import read_json, train_dataset_label
 from repro.report.summary import collect_summary, pick_run
 
 CLAIMS = [
@@ -145,10 +144,7 @@ def _read_json(path: str) -> dict | None:
 
 @lru_cache(maxsize=256)
 def _parse_json(path: str, mtime_ns: int, size: int) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
+    return read_json(Path(path))
 
 
 def _test_ranks(results_dir, source: str, dataset: str, trained: bool):
@@ -482,7 +478,7 @@ def write_claims(results_dir=None, summary: pd.DataFrame | None = None, paper: p
 
 
 def _data_label(row) -> str:
-    if row["synthetic"] is True or row["synthetic"] == True:  # noqa: E712
+    if row["synthetic"] == True:  # noqa: E712  (None for a "not tested" row)
         return f"{row['dataset']}, synthetic"
     if row["dataset"] == "-":
         return "-"

@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -403,54 +404,13 @@ def describe_alpha_sweep(rec: dict | None) -> str:
 # 3. sim-to-real
 
 
-def trained_checkpoint(results_dir, train_cache_dir, run_name: str) -> tuple:
-    """(checkpoint path, training record, None) when ``train_cache_dir/run/best.pt``
-    exists and matches its record ``results_dir/train/{run}.json`` (complete;
-    the checkpoint's epoch is the record's best epoch, its validation recall
-    the record's at that epoch, its model config the record's), else
-    (None, record or None, why not). The checkpoint is read with the safe
-    loader (:func:`repro.safe_load.load_torch_file`: no code from the file runs)."""
-    from repro.errors import WeightsError
-    from repro.report.names import train_record_path
-    from repro.safe_load import load_torch_file
-
-    rec_path = train_record_path(resolve_dir(results_dir, "results"), run_name)
-    rec = read_json(rec_path)
-    if rec is None:
-        return None, None, f"no training record {rel(rec_path)}"
-    if rec.get("status") != "complete":
-        return None, rec, f"training record {rel(rec_path)} is {rec.get('status')!r}, not complete (still training?)"
-    ckpt = resolve_dir(train_cache_dir, "cache/train") / run_name / "best.pt"
-    if not ckpt.is_file():
-        return None, rec, (f"no checkpoint {rel(ckpt)} (checkpoints are not committed: a fresh clone has none; "
-                           "02_train / make seeds makes them)")
-    try:
-        meta = load_torch_file(ckpt, "checkpoint")
-    except WeightsError as exc:
-        return None, rec, str(exc)
-    best = int(rec.get("best_epoch", -1))
-    val = next((e.get("val", {}).get("recall") for e in rec.get("epochs", []) if e.get("epoch") == best), None)
-    theirs = {str(k): float(v) for k, v in (val or {}).items()}
-    ours = {str(k): float(v) for k, v in ((meta.get("val") or {}).get("recall") or {}).items()}
-    problems = []
-    if int(meta.get("epoch", -2)) != best:
-        problems.append(f"epoch {meta.get('epoch')} vs the record's best epoch {best}")
-    if ours != theirs:
-        problems.append("its validation recall differs from the record's")
-    if dict(meta.get("config") or {}) != dict(rec.get("model_config") or {}):
-        problems.append("its model config differs from the record's")
-    if problems:
-        return None, rec, f"{rel(ckpt)} does not match {rel(rec_path)} ({'; '.join(problems)}): retrained since?"
-    return ckpt, rec, None
-
-
 def run_sim_to_real(ctx: RealContext, seeds=(0, 1, 2), results_dir=None, train_cache_dir=None,
                     poolings=("netvlad", "fmax"), batch_size: int = 64, log=print) -> dict:
     """02's networks trained on the synthetic city, each against its own
     untrained starting point, on every present set; one record per set.
 
     For each seed S whose checkpoints exist and match their records
-    (:func:`trained_checkpoint`), per pooling: ``trained`` = ``best.pt``;
+    (:func:`repro.report.training.trained_checkpoint`), per pooling: ``trained`` = ``best.pt``;
     ``untrained`` = the model the trainer started from, rebuilt as it does
     (``torch.manual_seed(S)``, the record's model config; NetVLAD's k-means
     and rule on S's base from the synthetic training database, cached: its
@@ -467,6 +427,7 @@ def run_sim_to_real(ctx: RealContext, seeds=(0, 1, 2), results_dir=None, train_c
     from repro.report.conv_maps import conv_maps, netvlad_pool, pool_maps
     from repro.report.names import train_run_name
     from repro.report.off_the_shelf import netvlad_init_cached
+    from repro.report.training import trained_checkpoint
 
     if not ctx.available:
         log("skipped: sim-to-real (no real image set present)")
@@ -477,7 +438,7 @@ def run_sim_to_real(ctx: RealContext, seeds=(0, 1, 2), results_dir=None, train_c
     for seed in seeds:
         for pooling in poolings:
             run = train_run_name(ctx.fit_name, s["backbone"], pooling, seed)
-            ckpt, rec, why = trained_checkpoint(results, train_cache_dir, run)
+            ckpt, rec, why = trained_checkpoint(results, run, train_cache_dir)
             if why:
                 skipped.append(f"seed {seed} {pooling}: {why}")
                 continue
@@ -527,8 +488,6 @@ def run_sim_to_real(ctx: RealContext, seeds=(0, 1, 2), results_dir=None, train_c
                                  for p in (split.db_paths, split.q_paths))
                     else:  # the untrained f_max: rebuilt exactly as the trainer built it before epoch 1
                         torch.manual_seed(seed)
-                        import warnings
-
                         with warnings.catch_warnings():
                             warnings.simplefilter("ignore")  # random init: the documented default offline
                             model = build_model(weights=None, **rec["model_config"])

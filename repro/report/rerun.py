@@ -48,10 +48,10 @@ def rerun_folders(results_dir) -> dict[str, Path]:
     return out
 
 
-def _records(folder: Path) -> list[Path]:
-    files = sorted((folder / "train").glob("*.json")) + sorted(folder.glob("*.json"))
-    return [f for f in files if (read_json(f) or {}).get("experiment") == "train"
-            and (read_json(f) or {}).get("status") == "complete"]
+def _records(folder: Path) -> dict[Path, dict]:
+    """The complete trainer records in ``folder/train/`` and ``folder/``, by path, each read once."""
+    recs = {f: read_json(f) or {} for f in sorted((folder / "train").glob("*.json")) + sorted(folder.glob("*.json"))}
+    return {f: r for f, r in recs.items() if r.get("experiment") == "train" and r.get("status") == "complete"}
 
 
 def _swapped(results_dir: Path, rerun: Path | None, tmp: Path) -> Path:
@@ -59,7 +59,7 @@ def _swapped(results_dir: Path, rerun: Path | None, tmp: Path) -> Path:
     results folder (``source`` paths in its summary stay relative to its parent, as the claims read them)."""
     out = tmp / (rerun.name if rerun else "committed") / "results"
     (out / "train").mkdir(parents=True)
-    replaced = {(read_json(f) or {}).get("run_name"): f for f in (_records(rerun) if rerun else [])}
+    replaced = {r.get("run_name"): f for f, r in (_records(rerun) if rerun else {}).items()}
     for f in sorted((results_dir / "train").glob("*.json")):
         if (read_json(f) or {}).get("run_name") not in replaced:
             shutil.copy2(f, out / "train" / f.name)
@@ -105,22 +105,21 @@ def rerun_tables(results_dir=None) -> tuple[pd.DataFrame, pd.DataFrame]:
                     row["flipped"] = row["committed"] != row["rerun"]
                     verdicts.append(row)
         committed = summaries["committed"]
+        threads = {r.get("run_name"): r.get("torch_threads") for r in _records(results).values()}
         for cond, f in folders.items():
-            for p in _records(f):
-                rec = read_json(p)
+            for rec in _records(f).values():
                 run = rec["run_name"]
                 for trained in (False, True):
                     a = committed[(committed["run"] == run) & (committed["trained"] == trained)
                                   & (committed["whitened"] != True)]  # noqa: E712
                     b = summaries[cond][(summaries[cond]["run"] == run) & (summaries[cond]["trained"] == trained)
                                         & (summaries[cond]["whitened"] != True)]  # noqa: E712
-                    row = {"condition": cond, "run": run, "trained": trained,
-                           "threads": (rec.get("torch_threads"), _threads(results, run))}
+                    row = {"condition": cond, "run": run, "trained": trained}
                     for n in (1, 5, 10):
                         ra, rb = _r(a, n), _r(b, n)
                         row[f"committed_r{n}"], row[f"rerun_r{n}"] = ra, rb
                         row[f"diff_r{n}"] = None if ra is None or rb is None else rb - ra
-                    row["rerun_threads"], row["committed_threads"] = row.pop("threads")
+                    row["rerun_threads"], row["committed_threads"] = rec.get("torch_threads"), threads.get(run)
                     recall.append(row)
     return pd.DataFrame(verdicts), pd.DataFrame(recall)
 
@@ -135,15 +134,6 @@ def _interval(row, n: int) -> str:
 def _r(rows: pd.DataFrame, n: int):
     v = rows.loc[rows["n"] == n, "recall_pct"]
     return float(v.iloc[0]) if len(v) else None
-
-
-def _threads(results: Path, run: str):
-    """The thread count of the committed record of ``run``."""
-    for f in sorted((results / "train").glob("*.json")):
-        rec = read_json(f) or {}
-        if rec.get("run_name") == run:
-            return rec.get("torch_threads")
-    return None
 
 
 def write_rerun_tables(results_dir=None) -> list[Path]:

@@ -267,39 +267,19 @@ def failures_path(results_dir, dataset_name: str, backbone: str, num_clusters: i
 
 
 def _trained_model(results_dir, run_name: str):
-    """(model, record, None) of a complete training run, or (None, record or None, why not)."""
-    import json
-
+    """(model, record, None) of a complete training run whose best checkpoint matches its record
+    (:func:`repro.report.training.trained_checkpoint`), or (None, record or None, why not)."""
     from repro.errors import WeightsError
     from repro.model import load_model
-    from repro.paths import repo_root
-    from repro.report.names import train_record_path
+    from repro.report.training import trained_checkpoint
 
-    path = train_record_path(results_dir, run_name)
-    if not path.is_file():
-        return None, None, f"no training record {path.name} (run 02_train)"
+    ckpt, rec, why = trained_checkpoint(results_dir, run_name)
+    if why:
+        return None, rec, why
     try:
-        rec = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        return None, None, f"unreadable training record {path} ({exc})"
-    if rec.get("status") != "complete":
-        return None, rec, f"training record {path.name} is {rec.get('status')!r}, not complete (training running?)"
-    ckpt = Path(rec.get("checkpoint_best") or "")
-    ckpt = ckpt if ckpt.is_absolute() else repo_root() / ckpt
-    if not ckpt.is_file():
-        return None, rec, (f"its checkpoint {rec.get('checkpoint_best')} is absent (a fresh clone: checkpoints are "
-                           "not committed; run 02_train with reuse_existing=False to re-create it)")
-    try:
-        from repro.safe_load import load_torch_file
-
-        meta = load_torch_file(ckpt, "checkpoint")  # no code from the file runs
-        model = load_model(ckpt)  # the same safe loader
+        return load_model(ckpt), rec, None  # the same safe loader
     except WeightsError as exc:
         return None, rec, str(exc)
-    if int(meta.get("epoch", -1)) != int(rec.get("best_epoch", -2)):
-        return None, rec, (f"{ckpt.name} is from epoch {meta.get('epoch')}, the record's best epoch is "
-                           f"{rec.get('best_epoch')}: not this record's model (retrained since?)")
-    return model, rec, None
 
 
 def _check(ev: dict, reference: dict | None) -> dict:

@@ -154,6 +154,57 @@ def train_rows(record: dict, test_set: str | None = None) -> list[dict]:
     return out
 
 
+def trained_checkpoint(results_dir, run_name: str, train_cache_dir=None) -> tuple:
+    """(checkpoint path, training record, None) when the best checkpoint of
+    ``run_name`` exists and matches its record ``results_dir/train/{run}.json``
+    (complete; the checkpoint's epoch is the record's best epoch, its
+    validation recall the record's at that epoch, its model config the
+    record's), else (None, record or None, why not). The checkpoint is
+    ``train_cache_dir/{run}/best.pt``, or without ``train_cache_dir`` the
+    record's ``checkpoint_best`` (relative to the repository root). It is read
+    with the safe loader (:func:`repro.safe_load.load_torch_file`: no code
+    from the file runs). Used by 07 (sim-to-real) and 08 (retrievals)."""
+    from repro.errors import WeightsError
+    from repro.paths import rel, repo_root
+    from repro.safe_load import load_torch_file
+
+    rec_path = train_record_path(resolve_dir(results_dir, "results"), run_name)
+    if not rec_path.is_file():
+        return None, None, f"no training record {rel(rec_path)} (run 02_train)"
+    try:
+        rec = json.loads(rec_path.read_text())
+    except (OSError, ValueError) as exc:
+        return None, None, f"unreadable training record {rel(rec_path)} ({exc})"
+    if rec.get("status") != "complete":
+        return None, rec, f"training record {rel(rec_path)} is {rec.get('status')!r}, not complete (still training?)"
+    if train_cache_dir is not None:
+        ckpt = resolve_dir(train_cache_dir, "cache/train") / run_name / "best.pt"
+    else:
+        ckpt = Path(rec.get("checkpoint_best") or "")
+        ckpt = ckpt if ckpt.is_absolute() else repo_root() / ckpt
+    if not ckpt.is_file():
+        return None, rec, (f"no checkpoint {rel(ckpt)}: absent (checkpoints are not committed: a fresh clone has "
+                           "none; 02_train with reuse_existing=False / make seeds makes them)")
+    try:
+        meta = load_torch_file(ckpt, "checkpoint")
+    except WeightsError as exc:
+        return None, rec, str(exc)
+    best = int(rec.get("best_epoch", -1))
+    val = next((e.get("val", {}).get("recall") for e in rec.get("epochs", []) if e.get("epoch") == best), None)
+    theirs = {str(k): float(v) for k, v in (val or {}).items()}
+    ours = {str(k): float(v) for k, v in ((meta.get("val") or {}).get("recall") or {}).items()}
+    problems = []
+    if int(meta.get("epoch", -2)) != best:
+        problems.append(f"epoch {meta.get('epoch')} vs the record's best epoch {best}")
+    if ours != theirs:
+        problems.append("its validation recall differs from the record's")
+    if dict(meta.get("config") or {}) != dict(rec.get("model_config") or {}):
+        problems.append("its model config differs from the record's")
+    if problems:
+        return None, rec, f"{rel(ckpt)} does not match {rel(rec_path)} ({'; '.join(problems)}): retrained since?"
+    return ckpt, rec, None
+
+
 def run_training(poolings=("netvlad", "fmax"), reuse_existing: bool = True, results_dir=None, cache_dir=None,
                  options: dict | None = None, log=print, **params) -> list[dict]:
     """Train (or, with ``reuse_existing``, reuse a complete record with the
