@@ -17,6 +17,39 @@ def _weights(value: str):
     return None if value.lower() == "none" else value
 
 
+def _workers(value: str):
+    """--workers / --num-workers: an integer, or "auto" (repro.data.loader.resolve_workers)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {value!r}") from None
+
+
+def _add_speed_args(p: argparse.ArgumentParser) -> None:
+    """How fast, not what: precision, channels-last layout, DataLoader workers (evaluate, extract)."""
+    p.add_argument("--workers", type=_workers, default=0,
+                   help="DataLoader worker processes decoding the images (default 0); 'auto': 0 on a CPU, on CUDA "
+                        "the machine's cores less one")
+    p.add_argument("--precision", default="auto", choices=("auto", "float32", "bf16"),
+                   help="the base network's convolutions: float32 (the reference), bf16 (autocast), auto (default: "
+                        "bf16 on CUDA, float32 on a CPU)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="convolutions in NHWC layout (speed only); default: on CUDA only")
+
+
+def _apply_speed_args(model, args, device):
+    """The model in the precision and memory layout asked for, on ``device``."""
+    from repro.model.backbone import use_channels_last
+    from repro.model.precision import resolve_precision
+
+    model.set_precision(resolve_precision(args.precision, device))
+    channels_last = device.type == "cuda" if args.channels_last is None else args.channels_last
+    use_channels_last(model.base, channels_last)
+    return model.to(device)
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", default="alexnet", choices=("alexnet", "vgg16"))
     p.add_argument("--weights", default="imagenet", type=_weights,
@@ -103,6 +136,7 @@ def _built_and_fitted(args, model, fit_paths, fit_name: str, init: dict, device,
         model = build_model(args.backbone, args.pooling, weights=args.weights,
                             num_clusters=args.num_clusters, alpha=100.0 if args.alpha is None else args.alpha,
                             assignment=args.assignment, fmax_output_size=tuple(args.fmax_size))
+    model = _apply_speed_args(model, args, device)
     if init_netvlad:
         init["netvlad"] = init_netvlad_from_images(
             model, fit_paths, args.image_size, num_images=args.init_images,
@@ -111,8 +145,10 @@ def _built_and_fitted(args, model, fit_paths, fit_name: str, init: dict, device,
         print(f"NetVLAD initialised from {init['netvlad']['num_descriptors']} descriptors of {fit_name}: "
               f"alpha={init['netvlad']['alpha']:.4g} (rule: {init['netvlad']['alpha_rule']:.4g})")
     if whiten:
+        from repro.data.loader import resolve_workers
+
         model = fit_whitening(model, fit_paths, args.whiten_dim, args.image_size, args.batch_size, device,
-                              args.workers, args.whiten_fit_images, args.seed)
+                              resolve_workers(args.workers, device), args.whiten_fit_images, args.seed)
         init["whitening"] = {"dim": args.whiten_dim,
                              "num_images": len(whitening_images(fit_paths, args.whiten_fit_images, args.seed))}
     return model
@@ -138,7 +174,7 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--ns", type=int, nargs="+", default=[1, 5, 10, 20], help="the N of recall@N")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    _add_speed_args(p)
     _add_fit_args(p, default_source="the evaluated dataset's training split; a dataset without one falls back, "
                                      "with a warning, to the evaluated database itself (transductive)")
     p.add_argument("--check-images", choices=("exists", "decode"), default="exists",
@@ -149,6 +185,7 @@ def _add_evaluate(sub) -> None:
 
 def cmd_evaluate(args) -> int:
     from repro.data.datasets import load_split
+    from repro.data.loader import resolve_workers
     from repro.evaluate import check_split_images, check_whitening_fit, evaluate_split, fit_split, resolve_device
     from repro.model.place_model import pooled_dim
     from repro.atomic import write_json
@@ -182,8 +219,9 @@ def cmd_evaluate(args) -> int:
     model = _built_and_fitted(args, model, source.db_paths if source is not None else None,
                               f"{source.name} database images" if source is not None else "", init, device,
                               init_netvlad, whiten)
+    workers = resolve_workers(args.workers, device)
     result = evaluate_split(model, split, args.image_size, ns=args.ns, batch_size=args.batch_size,
-                            device=device, num_workers=args.workers)
+                            device=device, num_workers=workers)
     print_recall_table(split.name, model.config, result)
     if source is not None:
         fitted = " and ".join(k for k, v in (("centroids, alpha", init_netvlad), ("whitening", whiten)) if v)
@@ -226,7 +264,7 @@ def _add_extract(sub) -> None:
                    help="resize every image; default: native size (images of equal size are batched together)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    _add_speed_args(p)
     _add_fit_args(p, default_source="for --dataset, its training split; for --images, the folder's own images")
     p.set_defaults(func=cmd_extract)
 
@@ -234,6 +272,7 @@ def _add_extract(sub) -> None:
 def cmd_extract(args) -> int:
     from repro.data.datasets import load_split, parse_dataset_spec
     from repro.data.images import check_images
+    from repro.data.loader import resolve_workers
     from repro.evaluate import extract_descriptors, fit_split, resolve_device
     from repro.extract import check_output, folder_images, write_descriptors
     from repro.model.backbone import MIN_INPUT_SIZE
@@ -288,7 +327,8 @@ def cmd_extract(args) -> int:
     fit_name = (f"the {len(paths)} extracted images" if init.get("transductive") and not split
                 else f"{init.get('dataset')} {init.get('split')} database images")
     model = _built_and_fitted(args, model, fit_paths, fit_name, init, device, init_netvlad, whiten)
-    descriptors = extract_descriptors(model, paths, args.image_size, args.batch_size, device, args.workers,
+    workers = resolve_workers(args.workers, device)
+    descriptors = extract_descriptors(model, paths, args.image_size, args.batch_size, device, workers,
                                       desc=f"extract ({len(paths)} images)")
     written = write_descriptors(out, descriptors, names, {
         "images": str(args.images) if args.images else None,
@@ -358,6 +398,7 @@ def _add_train(sub) -> None:
     choices = {"dataset": ("synthetic", "pitts30k", "pitts250k", "tokyoTM"), "backbone": ("alexnet", "vgg16"), "pooling": ("netvlad", "fmax"),
                "optimizer": ("sgd", "adam"), "assignment": ("paper", "fixed_bias"),
                "cache_dtype": ("auto", "float32", "float16"), "loss_normalization": ("violating", "none"),
+               "precision": ("auto", "float32", "bf16"),
                "synthetic_preset": ("tiny", "default", "large")}
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
@@ -368,7 +409,9 @@ def _add_train(sub) -> None:
         if hint == "<class 'bool'>":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
             continue
-        if "tuple" in hint and "str" in hint:  # --test-on DATASET:ROOT ...
+        if f.name == "num_workers":  # an integer or "auto"
+            kw.update(type=_workers)
+        elif "tuple" in hint and "str" in hint:  # --test-on DATASET:ROOT ...
             kw.update(nargs="+")
         elif "tuple" in hint:  # --image-size H W (or "none"), --fmax-output-size H W, --ns N...
             kw.update(nargs="+", type=_optional(int))
@@ -383,6 +426,10 @@ def _add_train(sub) -> None:
         if f.name in choices:
             kw.update(choices=choices[f.name])
         p.add_argument(flag, **kw)
+    p.add_argument("--nproc-per-node", type=int, default=None, metavar="N",
+                   help="train with N processes on this machine, one per GPU: relaunches this command under "
+                        "torchrun (python -m torch.distributed.run --standalone --nproc_per_node N -m repro train "
+                        "...); the same as starting it with torchrun yourself")
     p.set_defaults(func=cmd_train)
 
 
@@ -393,10 +440,11 @@ def _optional(cast):
     return parse
 
 
-def cmd_train(args) -> int:
+def train_config_from_args(args):
+    """The TrainConfig of parsed ``train`` arguments: the profile's settings, then every option given."""
     import dataclasses
 
-    from repro.train import TrainConfig, train
+    from repro.train import TrainConfig
 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     for k in ("image_size", "fmax_output_size", "ns"):
@@ -408,17 +456,82 @@ def cmd_train(args) -> int:
     if profile == "auto":
         profile = "synthetic_default" if given.get("dataset", "synthetic") == "synthetic" else "authors"
     if profile == "synthetic_default":
-        config = TrainConfig.synthetic_default(**given)
-    elif profile == "paper":
-        config = TrainConfig.paper(**given)
-    else:
-        config = TrainConfig(**given)
+        return TrainConfig.synthetic_default(**given)
+    if profile == "paper":
+        return TrainConfig.paper(**given)
+    return TrainConfig(**given)
+
+
+def cmd_train(args) -> int:
+    import os
+
+    from repro.train import train
+
+    config = train_config_from_args(args)
     _check_train_config(config)
+    if args.nproc_per_node is not None and "WORLD_SIZE" not in os.environ:
+        return _launch_torchrun(args.nproc_per_node, args.argv)
     result = train(config)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
+        return 0
     if result.test is not None:
         print(f"test recall@N (best epoch {result.best_epoch}): "
               + ", ".join(f"R@{n} {v:.1f}" for n, v in result.test["recall"].items()))
     print(f"wrote {result.record_path}")
+    return 0
+
+
+def train_arguments(config) -> list[str]:
+    """The ``python -m repro train`` arguments that give ``config`` (a TrainConfig): ``--profile
+    authors`` (the class defaults) and one option per field that differs from them."""
+    import dataclasses
+
+    from repro.train import TrainConfig
+
+    def word(v):
+        return "none" if v is None else str(v)
+
+    args = ["train", "--profile", "authors"]
+    for f in dataclasses.fields(TrainConfig):
+        value, default = getattr(config, f.name), f.default
+        if value == default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + f.name.replace("_", "-"))
+        elif isinstance(value, (tuple, list)):
+            args += [flag, *map(word, value)] if value else []
+        else:
+            args += [flag, word(value)]
+    return args
+
+
+def _launch_torchrun(nproc: int, argv: list[str]) -> int:
+    """This ``train`` command again under torchrun with ``nproc`` processes (checked first, here)."""
+    import sys
+
+    from torch.distributed.run import main as torchrun
+
+    if nproc < 1:
+        raise ConfigError(f"--nproc-per-node must be at least 1, got {nproc}")
+    rest, skip = [], False
+    for a in argv:  # the command without --nproc-per-node
+        if skip:
+            skip = False
+        elif a == "--nproc-per-node":
+            skip = True
+        elif not a.startswith("--nproc-per-node="):
+            rest.append(a)
+    command = ["--standalone", f"--nproc_per_node={nproc}", "-m", "repro", *rest]
+    print("torchrun " + " ".join(command), file=sys.stderr, flush=True)
+    try:
+        torchrun(command)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except Exception as exc:  # torchrun's ChildFailedError: a rank failed, its error is printed above
+        print(f"error: a rank of the torchrun job failed ({type(exc).__name__}); its message and torchrun's "
+              "summary are above", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -455,5 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     return report_errors(args.func, args)

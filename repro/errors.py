@@ -6,6 +6,7 @@ field or option and says what was expected. The command line prints these
 messages without a traceback; anything else is a bug and keeps its traceback.
 """
 import sys
+from contextlib import contextmanager
 
 
 class ReproError(Exception):
@@ -30,6 +31,27 @@ class StorageError(ReproError, OSError):
     Raised by :mod:`repro.atomic`, whose writes leave the previous version of
     the file in place; the message says which file and what to do.
     """
+
+
+class DeviceMemoryError(ReproError):
+    """The GPU ran out of memory; the message names the setting to lower."""
+
+
+@contextmanager
+def explain_out_of_memory(doing: str, lower: str):
+    """Turn torch's out-of-memory error inside the block into a :class:`DeviceMemoryError`
+    that says what ran out (``doing``, e.g. "extracting a batch of 32 images of 480x640")
+    and what to lower (``lower``, e.g. "eval_batch_size (--eval-batch-size)"), instead of a
+    CUDA traceback."""
+    import torch
+
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "out of memory"
+        raise DeviceMemoryError(f"the GPU ran out of memory while {doing}. Lower {lower}; precision bf16 "
+                                f"(--precision bf16, the CUDA default) also halves the activations. "
+                                f"(torch: {first})") from None
 
 
 def report_errors(command, *args, **kwargs) -> int:

@@ -10,17 +10,13 @@ import warnings
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm  # plain text, also under papermill (no widgets)
 
 from repro.data.datasets import PlaceSplit, check_evaluable
-from repro.data.images import (
-    ImageListDataset,
-    check_images,
-    collate_images,
-    same_size_groups,
-)
-from repro.errors import ConfigError
+from repro.data.images import ImageListDataset, check_images, normalize_images
+from repro.data.loader import LoaderClock, image_loader
+from repro.distributed import SINGLE, Dist, broadcast_object, gather_rows, shard
+from repro.errors import ConfigError, explain_out_of_memory
 from repro.metrics import recall_at_n
 from repro.model import (
     PlaceModel,
@@ -65,28 +61,40 @@ def check_split_images(split: PlaceSplit, backbone: str, image_size=None, decode
 
 @torch.no_grad()
 def extract_descriptors(model: PlaceModel, paths, image_size=None, batch_size: int = 32, device="cpu",
-                        num_workers: int = 0, whiten: bool = True, desc: str = "descriptors") -> np.ndarray:
+                        num_workers: int = 0, whiten: bool = True, desc: str = "descriptors", dist: Dist = SINGLE,
+                        clock: LoaderClock | None = None) -> np.ndarray | None:
     """``[N, dim]`` float32 descriptors of the images at ``paths``.
 
     ``image_size=None`` keeps native sizes: each batch is split into groups
     of equal size (one group for Pittsburgh's uniform 640x480).
     ``whiten=False`` returns the pooled descriptors before PCA whitening.
+    The images come through :func:`repro.data.loader.image_loader`
+    (``num_workers`` processes decode; 8-bit images normalised on
+    ``device``); the model runs in its own precision (``model.precision``).
+    Under torchrun (``dist``) each rank extracts its block of ``paths`` and
+    rank 0 returns all ``N`` rows, the other ranks None. ``clock``: adds the
+    time spent waiting for images.
     """
     device = resolve_device(device)
-    dataset = image_dataset(paths, image_size)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_images, pin_memory=device.type == "cuda")
+    paths = list(paths)
+    dataset = ImageListDataset(paths[shard(len(paths), dist, unit=batch_size)], image_size=tuple(image_size) if image_size else None,
+                               uint8=True)
+    loader = image_loader(dataset, batch_size, num_workers, device)
     was_training = model.training
     model.eval().to(device)
     out = np.empty((len(dataset), model.descriptor_dim if whiten else model.pooled_dim), dtype=np.float32)
-    for images, idx in tqdm(loader, desc=desc, leave=False, mininterval=5.0):
-        for group in same_size_groups(images):
-            batch = torch.stack([images[j] for j in group]).to(device, non_blocking=True)
-            d = model(batch) if whiten else model.pooled(batch)
-            out[idx[group]] = d.float().cpu().numpy()
+    clock = clock or LoaderClock()
+    for groups in tqdm(clock.iterate(loader), total=len(loader), desc=desc, leave=False, mininterval=5.0,
+                       disable=not dist.is_main):
+        for images, idx in groups:
+            with explain_out_of_memory(f"{desc}: a batch of {len(idx)} images of {images.shape[2]}x{images.shape[3]}",
+                                       f"the batch size (eval_batch_size / --batch-size, now {batch_size}) or the "
+                                       "image size (image_size / --image-size)"):
+                batch = normalize_images(images.to(device, non_blocking=True))
+                d = model(batch) if whiten else model.pooled(batch)
+                out[idx] = d.float().cpu().numpy()
     model.train(was_training)
-    return out
-
+    return gather_rows(out, len(paths), dist, unit=batch_size)
 
 
 def fit_split(dataset: str, data_root, evaluated: PlaceSplit, init_from: str | None = None) -> tuple[PlaceSplit, dict]:
@@ -149,7 +157,8 @@ def init_netvlad_from_images(model: PlaceModel, paths, image_size=None, num_imag
 
 def evaluate_split(model: PlaceModel, split: PlaceSplit, image_size=None, ns=(1, 5, 10, 20),
                    batch_size: int = 32, device="cpu", num_workers: int = 0, whiten_dims=None,
-                   pooled: tuple[np.ndarray, np.ndarray] | None = None, keep_pooled: bool = False) -> dict:
+                   pooled: tuple[np.ndarray, np.ndarray] | None = None, keep_pooled: bool = False,
+                   dist: Dist = SINGLE) -> dict:
     """Recall@N of ``model`` on ``split``.
 
     A model with PCA whitening must have it fitted already, on training
@@ -167,6 +176,11 @@ def evaluate_split(model: PlaceModel, split: PlaceSplit, image_size=None, ns=(1,
     "dim", "seconds", "cropped": {dim: {N: pct}}, "ranks": [Q] first correct
     rank per query (-1: none within max(ns)), for per-condition recall}``,
     plus ``"pooled": (db, q)`` with ``keep_pooled``.
+
+    Under torchrun (``dist``) every rank extracts its block of the images,
+    rank 0 computes the recall and every rank returns rank 0's result
+    (``"pooled"`` only on rank 0, None elsewhere). With ``pooled`` given
+    nothing is extracted, so that call is rank 0's alone (``dist`` left out).
     """
     check_evaluable(split)  # before extraction
     if model.whitening is not None and not bool(model.whitening.fitted):
@@ -175,9 +189,11 @@ def evaluate_split(model: PlaceModel, split: PlaceSplit, image_size=None, ns=(1,
     start = time.perf_counter()
     if pooled is None:
         db = extract_descriptors(model, split.db_paths, image_size, batch_size, device, num_workers,
-                                 whiten=False, desc=f"{split.name} database")
+                                 whiten=False, desc=f"{split.name} database", dist=dist)
         q = extract_descriptors(model, split.q_paths, image_size, batch_size, device, num_workers,
-                                whiten=False, desc=f"{split.name} queries")
+                                whiten=False, desc=f"{split.name} queries", dist=dist)
+        if not dist.is_main:  # rank 0 computes the recall; every rank gets its result
+            return {**broadcast_object(None, dist), **({"pooled": None} if keep_pooled else {})}
     else:
         db, q = pooled
         if db.shape != (split.num_db, model.pooled_dim) or q.shape != (split.num_q, model.pooled_dim):
@@ -205,6 +221,8 @@ def evaluate_split(model: PlaceModel, split: PlaceSplit, image_size=None, ns=(1,
         "cropped": cropped,
         "ranks": details.ranks,
     }
+    if pooled is None:
+        broadcast_object(out, dist)  # the other ranks wait for it above
     if keep_pooled:
         out["pooled"] = kept
     return out
@@ -232,10 +250,13 @@ def check_whitening_fit(whiten_dim: int | None, num_images: int, what: str) -> N
 
 
 def fit_whitening(model: PlaceModel, paths, whiten_dim: int, image_size=None, batch_size: int = 32, device="cpu",
-                  num_workers: int = 0, max_images: int = 10_000, seed: int = 0) -> PlaceModel:
+                  num_workers: int = 0, max_images: int = 10_000, seed: int = 0,
+                  dist: Dist = SINGLE) -> PlaceModel | None:
     """A copy of ``model`` with PCA whitening to ``whiten_dim`` fitted on the
     pooled descriptors of (at most ``max_images`` random) ``paths``: the
-    training database's, as the authors do. ``model`` itself is unchanged."""
+    training database's, as the authors do. ``model`` itself is unchanged.
+    Under torchrun every rank extracts its block; rank 0 fits and returns
+    the model, the other ranks None."""
     import copy
 
     from repro.model import PCAWhitening
@@ -243,7 +264,9 @@ def fit_whitening(model: PlaceModel, paths, whiten_dim: int, image_size=None, ba
     paths = whitening_images(paths, max_images, seed)
     check_whitening_fit(whiten_dim, len(paths), "the whitening's training images")
     desc = extract_descriptors(model, paths, image_size, batch_size, device, num_workers, whiten=False,
-                               desc="whitening: training database")
+                               desc="whitening: training database", dist=dist)
+    if desc is None:  # not rank 0
+        return None
     out = copy.deepcopy(model)
     out.whitening = PCAWhitening(model.pooled_dim, whiten_dim).to(resolve_device(device)).fit(desc)
     out.config = {**model.config, "whiten_dim": int(whiten_dim)}

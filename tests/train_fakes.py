@@ -73,12 +73,17 @@ def single_thread():
     return before
 
 
+def untimed(d: dict) -> dict:
+    """``d`` without its timings (keys "seconds", "*_seconds": wall time, refreshes, waiting for images)."""
+    return {k: v for k, v in d.items() if not (k == "seconds" or k.endswith("_seconds"))}
+
+
 def comparable(history):
     """Per-epoch metrics without wall times."""
     out = []
     for h in history:
-        h = {k: v for k, v in h.items() if k != "seconds"}
+        h = untimed(h)
         if "val" in h:
-            h["val"] = {k: v for k, v in h["val"].items() if k != "seconds"}
+            h["val"] = untimed(h["val"])
         out.append(h)
     return out

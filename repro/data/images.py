@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from repro.errors import ConfigError, DatasetError
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "DecodedImages", "ImageListDataset", "check_images", "collate_images",
-           "keep_decoded_images", "load_rgb8", "same_size_groups", "to_rgb8", "to_tensor"]
+           "keep_decoded_images", "load_rgb8", "normalize_images", "same_size_groups", "to_rgb8", "to_tensor"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -82,6 +82,21 @@ def to_tensor(img: Image.Image | np.ndarray, normalize: bool = True) -> torch.Te
         std = torch.tensor(IMAGENET_STD, dtype=torch.float32).view(3, 1, 1)
         x = (x - mean) / std
     return x
+
+
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images ``[..., 3, H, W]`` -> float32, ``(x / 255 - IMAGENET_MEAN) / IMAGENET_STD``.
+
+    The same float32 operations as :func:`to_tensor`, element for element
+    (IEEE division and subtraction are exactly rounded on every device), so
+    the result is bit-identical to it. Why it exists: a DataLoader can then
+    hand over 8-bit images (a quarter of the bytes to copy and pin) and the
+    normalisation runs where the network does, on the GPU.
+    """
+    x = images.to(torch.float32) / 255.0
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=x.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=x.device).view(3, 1, 1)
+    return (x - mean) / std
 
 
 class DecodedImages:
@@ -145,11 +160,15 @@ class ImageListDataset(Dataset):
             same-size images); (H, W) resizes with bilinear interpolation,
             ignoring aspect ratio.
         normalize: apply ImageNet mean/std (else values are in 0..1).
+        uint8: items are the 8-bit images ``[3, H, W]`` uint8 (``normalize``
+            does not apply; :func:`normalize_images` later gives exactly
+            the float tensor of the default).
 
     Item ``i`` is ``(tensor [3, H, W] float32, i)``.
     """
 
-    def __init__(self, paths, image_size: tuple[int, int] | None = None, normalize: bool = True):
+    def __init__(self, paths, image_size: tuple[int, int] | None = None, normalize: bool = True,
+                 uint8: bool = False):
         self.paths = [Path(p) for p in paths]
         if image_size is not None:
             if len(image_size) != 2 or any(int(s) != s or s <= 0 for s in image_size):
@@ -157,6 +176,7 @@ class ImageListDataset(Dataset):
             image_size = (int(image_size[0]), int(image_size[1]))
         self.image_size = image_size
         self.normalize = normalize
+        self.uint8 = uint8
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -174,6 +194,8 @@ class ImageListDataset(Dataset):
             arr = np.asarray(img, dtype=np.uint8)
             if kept is not None:
                 kept.put(key, arr)
+        if self.uint8:
+            return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))), i  # a writable copy
         return to_tensor(arr, self.normalize), i
 
 

@@ -201,8 +201,11 @@ class NetVLAD(nn.Module):
         # One autograd node with a hand-written backward (see _NetVLADFunction):
         # the same maths as forward_autograd, about half its time and fewer
         # temporaries of the [B, D, N] input size.
-        out = _NetVLADFunction.apply(x.flatten(2), self.assign_weight, self.assign_bias, self.centroids,
-                                     self.normalize_input)
+        # in the parameters' precision (float32) whatever the caller's autocast (issue 16): the sums
+        # over N local descriptors and the normalisations would lose too much in bf16; free on float32 maps
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = _NetVLADFunction.apply(x.flatten(2).to(self.centroids.dtype), self.assign_weight, self.assign_bias, self.centroids,
+                                         self.normalize_input)
         return out if self.layout == "cluster_major" else convert_vlad_layout(out, self.num_clusters, self.dim,
                                                                               self.layout)
 
@@ -280,6 +283,7 @@ class _NetVLADFunction(torch.autograd.Function):
         out, g_denom, g_above = _normalize(vn.flatten(1), 1)  # [B, K*D]
         ctx.normalize_input = normalize_input
         ctx.has_bias = bias is not None
+        ctx.dtype = x.dtype
         ctx.save_for_backward(xn, x_denom, x_above, weight, centroids, a, s, vn, v_denom, v_above, out,
                               g_denom, g_above)
         return out
@@ -287,6 +291,13 @@ class _NetVLADFunction(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, dout):
+        # float32 too when backward() is called inside an autocast region (CPU backward runs on
+        # the caller's thread, with its autocast state)
+        with torch.autocast(device_type=dout.device.type, enabled=False):
+            return _NetVLADFunction._backward(ctx, dout.to(ctx.dtype))
+
+    @staticmethod
+    def _backward(ctx, dout):
         (xn, x_denom, x_above, weight, centroids, a, s, vn, v_denom, v_above, out, g_denom,
          g_above) = ctx.saved_tensors
         need_x, need_w, need_b, need_c = ctx.needs_input_grad[:4]

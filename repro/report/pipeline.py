@@ -314,7 +314,10 @@ def run_profile(profile_name: str, force: bool = False, only: list[str] | None =
             if not outputs and not force and not only and not list_only and _up_to_date(run, executed_dir, profile):
                 log(f"{head}: skipped, its executed notebook is newer than every result it reads; --force reruns")
                 continue
-            if outputs and not force and all(_complete(p) for p in outputs):
+            # results made outside the pipeline (e.g. training under torchrun, --train-commands) with no
+            # executed notebook yet: the notebook runs, reusing them, to render them
+            if outputs and not force and all(_complete(p) for p in outputs) and \
+                    (executed_dir / f"{run.name}.ipynb").is_file():
                 log(f"{head}: skipped, results exist ({rel(outputs[0])}{' ...' if len(outputs) > 1 else ''}); "
                     "--force reruns")
                 continue
@@ -344,6 +347,31 @@ def run_profile(profile_name: str, force: bool = False, only: list[str] | None =
     finish(profile, log)
     log(f"profile {profile['name']} finished in {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def train_commands(profile_name: str, nproc_per_node: int | None = None, only: list[str] | None = None) -> list[str]:
+    """One ``python -m repro train`` command per training run of a profile (02, and 03 with
+    ``train``), with exactly the settings the notebook would use, and ``--nproc-per-node N``:
+    to train on several GPUs under torchrun outside the notebooks. The pipeline afterwards
+    finds the complete records and reuses them (the notebooks only render them). Runs whose
+    data is not configured are listed as comments."""
+    import shlex
+
+    from repro.cli import train_arguments
+    from repro.report.training import planned_train_configs
+
+    lines = []
+    for run in plan(load_profile(profile_name)):
+        if only and not any(run.name.startswith(o) or run.notebook.startswith(o) for o in only):
+            continue
+        missing = run.missing()
+        if missing:
+            lines.append(f"# {run.name}: skipped, {missing}")
+            continue
+        for cfg in planned_train_configs(run.notebook, with_defaults(run.notebook, run.abs_params)):
+            args = train_arguments(cfg) + (["--nproc-per-node", str(nproc_per_node)] if nproc_per_node else [])
+            lines.append(f"python -m repro {shlex.join(args)}")
+    return lines
 
 
 def thread_env(profile: dict) -> dict:
@@ -401,8 +429,18 @@ def main(argv=None) -> int:
                     help="run only notebooks whose name starts with NAME (e.g. 05 or 03_alpha_sweep); repeatable")
     ap.add_argument("--no-html", action="store_true", help="skip the HTML renders")
     ap.add_argument("--list", action="store_true", help="show the plan (what would run or be skipped), run nothing")
+    ap.add_argument("--train-commands", type=int, nargs="?", const=0, default=None, metavar="N",
+                    help="print one `python -m repro train` command per training run of the profile (with "
+                         "--nproc-per-node N when N is given: several GPUs under torchrun), run nothing; the "
+                         "pipeline reuses the records they write")
     args = ap.parse_args(argv)
+
     def run() -> int:
+        if args.train_commands is not None:
+            if args.train_commands < 0:
+                raise ConfigError(f"--train-commands N: N must be >= 1 (or left out), got {args.train_commands}")
+            print("\n".join(train_commands(args.profile, args.train_commands or None, args.only)))
+            return 0
         try:
             return run_profile(args.profile, force=args.force, only=args.only, html=not args.no_html,
                                list_only=args.list)

@@ -25,11 +25,13 @@ SUMMARY_COLUMNS = ["experiment", "run", "dataset", "split", "synthetic", "backbo
 
 # Training-config fields that do not make two runs incomparable: the ones
 # that name or place a run or only choose what is reported (ns: training
-# selects its best epoch by select_n, which is kept), and the ones a
+# selects its best epoch by select_n, which is kept), the ones that only
+# choose how fast (device, precision, TF32, workers, torchrun's timeout: like
+# the device, precision moves results by rounding only), and the ones a
 # comparison varies (pooling and its options, the backbone).
 CONFIG_ID_IGNORES = {"pooling", "backbone", "fmax_output_size", "alpha", "run_name", "record_path", "out_dir",
                      "resume", "progress", "verbose", "device", "num_workers", "eval_batch_size", "ns",
-                     "eval_untrained"}
+                     "eval_untrained", "precision", "tf32", "dist_timeout_s"}
 
 
 def config_id(config: dict) -> str:

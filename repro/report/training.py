@@ -205,6 +205,15 @@ def trained_checkpoint(results_dir, run_name: str, train_cache_dir=None) -> tupl
     return ckpt, rec, None
 
 
+def same_settings(recorded: dict, now: dict) -> bool:
+    """Whether a record's training config is ``now`` (both JSON-like): equal, where a field the
+    record lacks (written before the field existed) counts as that field's default."""
+    from repro.train.config import FIELD_DEFAULTS
+
+    defaults = json.loads(json.dumps(FIELD_DEFAULTS))
+    return set(recorded) <= set(now) and all(recorded.get(k, defaults.get(k)) == v for k, v in now.items())
+
+
 def run_training(poolings=("netvlad", "fmax"), reuse_existing: bool = True, results_dir=None, cache_dir=None,
                  options: dict | None = None, log=print, **params) -> list[dict]:
     """Train (or, with ``reuse_existing``, reuse a complete record with the
@@ -221,7 +230,8 @@ def run_training(poolings=("netvlad", "fmax"), reuse_existing: bool = True, resu
             from repro.train.trainer import portable_config
 
             # records store paths relative to the repository; those written before did not
-            if rec.get("config") in (json.loads(json.dumps(portable_config(cfg))), json.loads(json.dumps(cfg.to_dict()))):
+            if any(same_settings(rec.get("config") or {}, now)
+                   for now in (json.loads(json.dumps(portable_config(cfg))), json.loads(json.dumps(cfg.to_dict())))):
                 log(f"{cfg.resolved_run_name()}: reusing the complete record {path}")
                 rec["path"] = path
                 records.append(rec)

@@ -16,12 +16,16 @@ and K=64: 254k x 32768 x 2 bytes = 16.6 GB). The estimate is logged.
 
 Everything here runs in the main process: a popular PyTorch port mines inside
 DataLoader workers, whose copies of the cache never see the refreshes.
+Under torchrun every rank extracts its block of the images at a refresh
+and rank 0 alone holds the cache (``hold=False`` elsewhere) and mines.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from repro.data.loader import LoaderClock
+from repro.distributed import SINGLE, Dist
 from repro.evaluate import extract_descriptors
 from repro.metrics import squared_norms
 
@@ -47,16 +51,22 @@ class DescriptorCache:
         fp16_gb, memmap_gb: thresholds (GiB) of the storage rules above.
         memmap_dir: folder for the memory-mapped files (needed above memmap_gb).
         log: a print-like function for the memory estimate, or None.
+        hold: False on the ranks of a torchrun job other than rank 0: they
+            extract their share at each refresh and store nothing.
     """
 
     def __init__(self, num_db: int, num_q: int, dim: int, dtype: str = "auto", fp16_gb: float = 1.0,
-                 memmap_gb: float = 4.0, memmap_dir=None, log=None):
+                 memmap_gb: float = 4.0, memmap_dir=None, log=None, hold: bool = True):
         self.dtype = _choose_dtype(num_db + num_q, dim, dtype, fp16_gb)
         self.nbytes = cache_bytes(num_db + num_q, dim, self.dtype)
         self.memmap = self.nbytes > memmap_gb * GB
+        self.hold = hold
+        self.num_db, self.num_q = int(num_db), int(num_q)
         if self.memmap and memmap_dir is None:
             raise ValueError("a memory-mapped descriptor cache needs memmap_dir")
-        if self.memmap:
+        if not hold:
+            self.db = self.q = None
+        elif self.memmap:
             memmap_dir.mkdir(parents=True, exist_ok=True)
             self.db = np.lib.format.open_memmap(memmap_dir / "cache_db.npy", "w+", self.dtype, (num_db, dim))
             self.q = np.lib.format.open_memmap(memmap_dir / "cache_q.npy", "w+", self.dtype, (num_q, dim))
@@ -66,23 +76,26 @@ class DescriptorCache:
         self.dim = int(dim)
         self.version = 0  # number of refreshes so far
         self._table = None  # (version, query -> table row or -1, [n, N] d2), see build_table
-        if log:
+        if log and hold:
             where = f"memory-mapped in {memmap_dir}" if self.memmap else "in RAM"
             log(f"descriptor cache: {num_db} db + {num_q} query descriptors x {dim}-D {self.dtype} = "
                 f"{self.nbytes / 2**20:.1f} MiB {where}")
 
     def summary(self) -> dict:
         return {"dtype": self.dtype, "mib": self.nbytes / 2**20, "memmap": self.memmap,
-                "num_db": int(self.db.shape[0]), "num_q": int(self.q.shape[0]), "dim": self.dim}
+                "num_db": self.num_db, "num_q": self.num_q, "dim": self.dim}
 
     def refresh(self, model, db_paths, q_paths, image_size=None, batch_size: int = 32, device="cpu",
-                num_workers: int = 0, chunk: int = 2048) -> None:
-        """Recompute every descriptor with ``model`` (eval mode, no whitening)."""
+                num_workers: int = 0, chunk: int = 2048, dist: Dist = SINGLE, clock: LoaderClock | None = None) -> None:
+        """Recompute every descriptor with ``model`` (eval mode, no whitening); under
+        torchrun each rank extracts its block of every chunk (``dist``)."""
         for store, paths, what in ((self.db, db_paths, "cache: database"), (self.q, q_paths, "cache: queries")):
             for s in range(0, len(paths), chunk):
-                store[s:s + chunk] = extract_descriptors(model, paths[s:s + chunk], image_size, batch_size, device,
-                                                         num_workers, whiten=False, desc=what)
-        if self.memmap:
+                rows = extract_descriptors(model, paths[s:s + chunk], image_size, batch_size, device, num_workers,
+                                           whiten=False, desc=what, dist=dist, clock=clock)
+                if self.hold:
+                    store[s:s + chunk] = rows
+        if self.memmap and self.hold:
             self.db.flush()
             self.q.flush()
         self.version += 1

@@ -105,7 +105,15 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     eval_batch_size: int = 32
-    num_workers: int = 0
+    num_workers: int | str = 0              # DataLoader worker processes for every image stream; "auto": 0 on a
+                                            # CPU, on CUDA the process's share of the cores less one (the paper
+                                            # profile); speed only: results are identical (tested)
+    precision: str = "auto"                 # the base network's convolutions: "float32" (the reference), "bf16"
+                                            # (autocast; pooling, loss and optimiser stay float32) or "auto": bf16
+                                            # on CUDA, float32 on a CPU (repro.model.precision)
+    tf32: bool = False                      # TF32 for CUDA float32 matmuls/convolutions (off: float32 means float32)
+    dist_timeout_s: float = 1800.0          # torchrun: how long a collective waits for a silent rank before the
+                                            # job stops with an error (a rank that dies stops the job at once)
     image_memory_gb: float = 2.0            # decoded images kept in RAM for the run (not the authors'; speed
                                             # only: results are identical); 0 = decode at every use
     deterministic: bool = True              # torch.use_deterministic_algorithms (warn_only)
@@ -168,13 +176,15 @@ class TrainConfig:
         from ImageNet weights and PCA whitening to 4096-D of NetVLAD
         (f_max stays unwhitened: the authors whiten to smaller dimensions
         for other methods, the paper's f_max curves are not whitened), and
-        convolutions in channels-last layout (speed only).
+        convolutions in channels-last layout, and DataLoader workers chosen
+        from the machine's cores on CUDA (speed only; bf16 on CUDA is every
+        profile's default, ``precision="auto"``).
         """
         pooling = overrides.get("pooling", "netvlad")
         from repro.data.datasets import DATASETS
 
         base = dict(dataset=dataset, data_root=data_root, backbone="vgg16", weights="imagenet",
-                    whiten_dim=4096 if pooling == "netvlad" else None, channels_last=True,
+                    whiten_dim=4096 if pooling == "netvlad" else None, channels_last=True, num_workers="auto",
                     # Tokyo Time Machine has no test split: it is tested on Tokyo 24/7 (test_on)
                     test_split="test" if "test" in DATASETS.get(dataset, DATASETS["pitts30k"]).splits else None)
         base.update(overrides)
@@ -245,7 +255,17 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 fail(f"{name}={v!r}: must be an integer >= 1")
-        for name in ("num_cached_negatives", "num_workers", "seed", "city_seed"):
+        from repro.data.loader import check_workers
+        from repro.model.precision import check_precision
+
+        for check in (lambda: check_workers(self.num_workers), lambda: check_precision(self.precision)):
+            try:
+                check()
+            except ConfigError as exc:
+                fail(str(exc))
+        if not (isinstance(self.dist_timeout_s, (int, float)) and self.dist_timeout_s > 0):
+            fail(f"dist_timeout_s={self.dist_timeout_s!r}: must be a number of seconds > 0")
+        for name in ("num_cached_negatives", "seed", "city_seed"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 fail(f"{name}={v!r}: must be an integer >= 0")
@@ -304,9 +324,13 @@ class TrainConfig:
         return out, record
 
 
-# Fields that may change when resuming (they do not change the computation).
+# Fields that may change when resuming (they do not change the computation,
+# or only in rounding: device, precision, TF32, channels-last).
 RESUMABLE_CHANGES = frozenset({"resume", "epochs", "device", "progress", "verbose", "num_workers", "image_memory_gb",
-                               "record_path", "out_dir", "data_root", "channels_last"})
+                               "record_path", "out_dir", "data_root", "channels_last", "precision", "tf32",
+                               "dist_timeout_s"})
+# Each field's default: what a checkpoint or record written before the field existed ran with.
+FIELD_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
 
 
 

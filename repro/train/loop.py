@@ -32,8 +32,12 @@ import numpy as np
 import torch
 from tqdm.std import tqdm
 
-from repro.errors import ReproError
-from repro.evaluate import image_dataset
+from torch.utils.data import Dataset
+
+from repro.data.images import ImageListDataset, normalize_images
+from repro.data.loader import LoaderClock, image_loader
+from repro.distributed import SINGLE, Dist, all_gather_rows, broadcast_object, comm_device
+from repro.errors import ReproError, explain_out_of_memory
 from repro.loss import triplet_ranking_loss
 from repro.train.mining import HardNegativeMiner, MinedTuple
 
@@ -51,11 +55,13 @@ def progress_bar(total: int, desc: str, enabled: bool = True):
 
 
 class TupleImages:
-    """Loads the images of a mined tuple: query first, then positives, then negatives."""
+    """Loads the images of a mined tuple: query first, then positives, then negatives (8-bit,
+    normalised on the device by :func:`forward_images`)."""
 
     def __init__(self, split, image_size=None):
-        self.queries = image_dataset(split.q_paths, image_size)
-        self.database = image_dataset(split.db_paths, image_size)
+        size = tuple(image_size) if image_size else None
+        self.queries = ImageListDataset(split.q_paths, image_size=size, uint8=True)
+        self.database = ImageListDataset(split.db_paths, image_size=size, uint8=True)
 
     def load(self, t: MinedTuple) -> list[torch.Tensor]:
         ims = [self.queries[t.query][0]]
@@ -64,11 +70,28 @@ class TupleImages:
         return ims
 
 
-def forward_images(model, ims: list[torch.Tensor], device) -> torch.Tensor:
-    """Descriptors ``[n, D]`` of a list of images (one batch when they share a size)."""
-    if all(im.shape == ims[0].shape for im in ims):
-        return model(torch.stack(ims).to(device))
-    return torch.cat([model(im[None].to(device)) for im in ims])
+class TupleStream(Dataset):
+    """The images of ``tuples`` in order, one item per tuple: ``[n, 3, H, W]`` uint8 (a list of
+    ``[3, H, W]`` when the tuple's images differ in size), for :func:`repro.data.loader.image_loader`
+    (workers decode the next tuples while the network trains on this one)."""
+
+    def __init__(self, images: TupleImages, tuples: list[MinedTuple]):
+        self.images, self.tuples = images, tuples
+
+    def __len__(self) -> int:
+        return len(self.tuples)
+
+    def __getitem__(self, i: int):
+        ims = self.images.load(self.tuples[i])
+        return torch.stack(ims) if all(im.shape == ims[0].shape for im in ims) else ims
+
+
+def forward_images(model, ims, device) -> torch.Tensor:
+    """Descriptors ``[n, D]`` of one tuple's 8-bit images: a ``[n, 3, H, W]`` tensor (one
+    batch) or a list of ``[3, H, W]`` of different sizes (one at a time)."""
+    if torch.is_tensor(ims):
+        return model(normalize_images(ims.to(device, non_blocking=True)))
+    return torch.cat([model(normalize_images(im[None].to(device))) for im in ims])
 
 
 def tuple_loss(desc: torch.Tensor, num_pos: int, margin: float,
@@ -88,53 +111,86 @@ def tuple_loss(desc: torch.Tensor, num_pos: int, margin: float,
     return loss, int((violating & keep).sum())
 
 
+def _tuple_oom(t: MinedTuple, n: int, ims, cfg):
+    shape = ims.shape[-2:] if torch.is_tensor(ims) else ims[0].shape[-2:]
+    return explain_out_of_memory(
+        f"training on a tuple of {n} images of {shape[0]}x{shape[1]} (query {t.query})",
+        f"num_hard_negatives (--num-hard-negatives, now {cfg.num_hard_negatives}; the tuple is 1 query + "
+        f"{cfg.num_positives} positive(s) + up to that many negatives, forwarded together whatever the batch "
+        "size) or image_size (--image-size H W)")
+
+
 def train_epoch(model, optimizer, miner: HardNegativeMiner, cache, split, images: TupleImages, order: np.ndarray,
-                epoch: int, rng: np.random.Generator, cfg, device, refresh_batches: int, callback=None) -> dict:
+                epoch: int, rng: np.random.Generator, cfg, device, refresh_batches: int, callback=None,
+                dist: Dist = SINGLE, num_workers: int | None = None, batch_size: int | None = None) -> dict:
     """Train on the queries ``order`` (indices into ``split``'s queries), in that order.
 
     Returns the epoch's statistics. ``callback(epoch, batch, stats)`` runs
-    after every batch (tests use it to interrupt a run).
+    after every batch (tests use it to interrupt a run). ``num_workers``:
+    the resolved worker count (default: ``cfg.num_workers``, "auto" -> 0);
+    ``batch_size``: tuples per update (default ``cfg.batch_size``; a
+    torchrun job with more ranks than that passes one tuple per rank).
+
+    Under torchrun (``dist``) rank 0 mines and sends the tuples to every
+    rank; tuple i of a batch is rank ``i % world_size``'s; see
+    :func:`_reduce_batch` for how the gradients are added up.
     """
     start = time.perf_counter()
-    num_batches = len(order) // cfg.batch_size
+    batch_size = batch_size or cfg.batch_size
+    workers = num_workers if num_workers is not None else (0 if cfg.num_workers == "auto" else cfg.num_workers)
+    num_batches = len(order) // batch_size
     params = [p for p in model.parameters() if p.requires_grad]
     stats = dict(epoch=epoch, num_batches=num_batches, queries=0, skipped=0, tuples=0, violating_mined=0,
                  violating_now=0, loss_sum=0.0, updates=0, cache_refreshes=0, tuple_images=0)
+    clock, refresh_seconds = LoaderClock(), 0.0
     model.train()
-    bar = progress_bar(num_batches, f"epoch {epoch}", cfg.progress)
+    bar = progress_bar(num_batches, f"epoch {epoch}", cfg.progress and dist.is_main)
     for b in range(num_batches):
         if b > 0 and b % refresh_batches == 0:
+            t0 = time.perf_counter()
             cache.refresh(model, split.db_paths, split.q_paths, cfg.image_size, cfg.eval_batch_size, device,
-                          cfg.num_workers)
+                          workers, dist=dist, clock=clock)
+            refresh_seconds += time.perf_counter() - t0
             model.train()
             stats["cache_refreshes"] += 1
         if b % refresh_batches == 0:
             # the batches before the next refresh: one distance table, mined
             # together (same tuples and draws as batch by batch: the cache is
             # fixed until then, and each query comes once per epoch)
-            batches = [order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            batches = [order[i * batch_size:(i + 1) * batch_size]
                        for i in range(b, min(b + refresh_batches, num_batches))]
-            miner.plan(cache, order[b * cfg.batch_size:(b + refresh_batches) * cfg.batch_size])
-            mined_ahead = miner.mine_batches(cache, batches, rng)
-        query_ids = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            if dist.is_main:
+                miner.plan(cache, order[b * batch_size:(b + refresh_batches) * batch_size])
+                mined_ahead = miner.mine_batches(cache, batches, rng)
+            mined_ahead = broadcast_object(mined_ahead if dist.is_main else None, dist)
+            # this rank's tuples of those batches, decoded ahead by the loader's workers
+            stream = clock.iterate(image_loader(
+                TupleStream(images, [t for m in mined_ahead for t in m.tuples[dist.rank::dist.world_size]]),
+                None, workers, device, collate_fn=None))
+        query_ids = order[b * batch_size:(b + 1) * batch_size]
         mined = mined_ahead[b % refresh_batches]
         stats["queries"] += len(query_ids)
         stats["skipped"] += len(mined.skipped)
         stats["violating_mined"] += mined.num_violating
         optimizer.zero_grad(set_to_none=True)
-        batch_violating = 0
-        for t in mined.tuples:
-            batch = images.load(t)
-            stats["tuple_images"] += len(batch)  # forward and backward (for repro.report.costs' count)
-            desc = forward_images(model, batch, device)
-            loss, num_violating = tuple_loss(desc, len(t.positives), cfg.margin, cfg.exclude_very_hard)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(f"the training loss is {loss.item()} at epoch {epoch}, batch {b + 1} "
-                                         f"(query {t.query})")
-            if num_violating:
-                loss.backward()
-            stats["loss_sum"] += loss.detach().item()
-            batch_violating += num_violating
+        if dist.enabled:
+            batch_violating = _distributed_batch(model, params, mined, stream, epoch, b, cfg, device, dist, stats)
+        else:
+            batch_violating = 0
+            for t in mined.tuples:
+                batch = next(stream)
+                n = len(batch)
+                stats["tuple_images"] += n  # forward and backward (for repro.report.costs' count)
+                with _tuple_oom(t, n, batch, cfg):
+                    desc = forward_images(model, batch, device)
+                    loss, num_violating = tuple_loss(desc, len(t.positives), cfg.margin, cfg.exclude_very_hard)
+                    if not torch.isfinite(loss):
+                        raise NonFiniteLossError(f"the training loss is {loss.item()} at epoch {epoch}, batch {b + 1} "
+                                                 f"(query {t.query})")
+                    if num_violating:
+                        loss.backward()
+                stats["loss_sum"] += loss.detach().item()
+                batch_violating += num_violating
         stats["tuples"] += len(mined.tuples)
         stats["violating_now"] += batch_violating
         if batch_violating:
@@ -152,4 +208,66 @@ def train_epoch(model, optimizer, miner: HardNegativeMiner, cache, split, images
     bar.close()
     stats["loss"] = stats["loss_sum"] / stats["queries"] if stats["queries"] else math.nan
     stats["seconds"] = time.perf_counter() - start
+    stats["refresh_seconds"] = refresh_seconds  # the refreshes inside the epoch (not the one before it)
+    stats["loader_wait_seconds"] = clock.wait  # waiting for decoded images: tuples and those refreshes
     return stats
+
+
+def _distributed_batch(model, params, mined, stream, epoch: int, b: int, cfg, device, dist: Dist, stats) -> int:
+    """One batch under torchrun: this rank's tuples forward and backward, then
+    every tuple's gradient, loss and counts gathered in one all-gather and
+    added up in tuple order; returns the batch's violating triplets.
+
+    Each rank keeps the gradient of each of its tuples apart (one row per
+    tuple), and every rank adds the rows in the batch's tuple order, as one
+    process accumulates them backward after backward: the gradients, the
+    losses and so the weights are bit-identical to one process's with the
+    same batch (given the same per-tuple arithmetic, e.g. the same hardware).
+    It sends a row per tuple (the batch's tuples x parameters, twice what an
+    all-reduce of one sum per rank sends) for that exactness.
+    """
+    tuples = mined.tuples
+    mine = list(range(dist.rank, len(tuples), dist.world_size))
+    rows = -(-len(tuples) // dist.world_size)  # the most tuples any rank has
+    sizes = [p.numel() for p in params]
+    width = sum(sizes)
+    # per tuple: gradient, then loss, violating triplets, images, finite flag
+    buf = torch.zeros(max(rows, 1), width + 4, dtype=torch.float32, device=comm_device(dist))
+    for j, i in enumerate(mine):
+        t = tuples[i]
+        batch = next(stream)
+        with _tuple_oom(t, len(batch), batch, cfg):
+            desc = forward_images(model, batch, device)
+            loss, num_violating = tuple_loss(desc, len(t.positives), cfg.margin, cfg.exclude_very_hard)
+            finite = bool(torch.isfinite(loss))
+            if finite and num_violating:
+                loss.backward()
+        buf[j, width:] = torch.tensor([loss.detach().item(), num_violating, len(batch), float(finite)])
+        if finite and num_violating:
+            torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel(), device=p.device)
+                       for p in params], out=buf[j, :width])
+            for p in params:
+                p.grad = None
+        if not finite:
+            break  # one process would stop here; the others learn it from the gathered flags
+    gathered = all_gather_rows(buf, dist)  # [world, rows, width + 4]
+    violating = 0
+    for i, t in enumerate(tuples):
+        row = gathered[i % dist.world_size, i // dist.world_size]
+        loss_value, num_violating, n, finite = row[width:].tolist()
+        if not finite:
+            raise NonFiniteLossError(f"the training loss is {loss_value} at epoch {epoch}, batch {b + 1} "
+                                     f"(query {t.query})")
+        stats["tuple_images"] += int(n)
+        stats["loss_sum"] += loss_value
+        violating += int(num_violating)
+        if num_violating:
+            grads = row[:width].to(params[0].device).split(sizes)
+            for p, g in zip(params, grads):
+                g = g.view_as(p)
+                # the first tuple's gradient is taken as it is, later ones added: autograd's accumulation
+                if p.grad is None:
+                    p.grad = g.clone()
+                else:
+                    p.grad += g
+    return violating

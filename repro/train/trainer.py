@@ -20,10 +20,19 @@ from ``torch.manual_seed(seed)``; with ``deterministic=True`` torch uses
 deterministic kernels where it has them. A run resumed from ``last.pt``
 (epoch e done) therefore repeats epochs e+1... exactly as the uninterrupted
 run would (on the same machine and thread count).
+
+Speed (issue 16): ``precision`` ("auto": bf16 autocast of the base on
+CUDA, float32 on a CPU), ``tf32``, ``channels_last`` and ``num_workers``
+("auto": DataLoader workers on CUDA) change how fast, not what is computed
+(beyond rounding). Under ``torchrun --nproc_per_node=N`` (:mod:`repro.distributed`)
+the ranks share the extraction and the tuples of each batch; the result is
+bit-identical to one process with the same batch (tested on CPU with gloo);
+rank 0 writes every file.
 """
 from __future__ import annotations
 
 import math
+import os
 import resource
 import sys
 import time
@@ -39,15 +48,19 @@ from repro.atomic import check_writable, write_json
 from repro.data.datasets import is_synthetic, load_split
 from repro.data.images import keep_decoded_images
 from repro.errors import ConfigError
+from repro.data.loader import LoaderClock, resolve_workers
+from repro.distributed import (SINGLE, Dist, RankFailedError, barrier, broadcast_module, broadcast_object, setup,
+                               teardown)
 from repro.evaluate import (check_split_images, check_whitening_fit, evaluate_split, fit_whitening,
                             init_netvlad_from_images, resolve_device)
 from repro.model import build_model, load_model
 from repro.model.backbone import use_channels_last
 from repro.model.netvlad import NetVLAD
+from repro.model.precision import resolve_precision, set_tf32
 from repro.train.cache import DescriptorCache
 from repro.paths import rel
 from repro.train.checkpoint import atomic_torch_save, load_training_checkpoint, rng_states, set_rng_states
-from repro.train.config import RESUMABLE_CHANGES, TrainConfig, parse_test_set
+from repro.train.config import FIELD_DEFAULTS, RESUMABLE_CHANGES, TrainConfig, parse_test_set
 from repro.train.loop import NonFiniteLossError, TupleImages, train_epoch
 from repro.train.mining import HardNegativeMiner
 from repro.train.tuples import build_tuples
@@ -132,15 +145,21 @@ def _optimizer(cfg: TrainConfig, model):
     return opt, sched
 
 
-def _refresh_batches(cfg: TrainConfig, epoch: int) -> int:
+def _refresh_batches(cfg: TrainConfig, epoch: int, batch_size: int | None = None) -> int:
     """Batches between cache refreshes in ``epoch`` (1-based): doubles at each lr halving."""
     halvings = (epoch - 1) // cfg.lr_step
-    return math.ceil(cfg.cache_refresh / cfg.batch_size) * 2 ** halvings
+    return math.ceil(cfg.cache_refresh / (batch_size or cfg.batch_size)) * 2 ** halvings
+
+
+def global_batch_size(cfg: TrainConfig, world_size: int) -> int:
+    """Tuples per update: the configured batch (authors: 4), or one tuple per rank when a
+    torchrun job has more ranks than that (the batch grows with the ranks)."""
+    return max(cfg.batch_size, world_size)
 
 
 def _check_resume_config(saved: dict, cfg: TrainConfig, path: Path) -> None:
     now = cfg.to_dict()
-    diff = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
+    diff = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k, FIELD_DEFAULTS.get(k)) != now[k])
     if diff:
         detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now[k]!r}" for k in diff[:5])
         raise ConfigError(f"cannot resume from {path}: the training options differ ({detail}). "
@@ -162,8 +181,17 @@ def train(config: TrainConfig | None = None, callback=None, **overrides) -> Trai
     checkpoint stays in place).
     """
     cfg = (config or TrainConfig()).replace(**overrides).validate()
-    with _deterministic(cfg.deterministic), keep_decoded_images(int(cfg.image_memory_gb * 2**30)):
-        return _train(cfg, callback)
+    device = resolve_device(cfg.device)
+    dist, device = setup(device, cfg.dist_timeout_s)  # torchrun: join the job; else one process
+    tf32_before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        if device.type == "cuda":
+            set_tf32(cfg.tf32)
+        with _deterministic(cfg.deterministic), keep_decoded_images(int(cfg.image_memory_gb * 2**30)):
+            return _train(cfg, callback, device, dist)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32_before
+        teardown(dist)
 
 
 @dataclass
@@ -178,14 +206,15 @@ class TrainingData:
     tuples: object                   # TrainingTuples
 
 
-def training_data(cfg: TrainConfig, check_files: bool = True) -> TrainingData:
+def training_data(cfg: TrainConfig, check_files: bool = True, batch_size: int | None = None) -> TrainingData:
     """Every split of a run loaded and checked, and its training tuples built;
     ConfigError/DatasetError for anything that would stop the run later:
     a missing .mat or image (``check_files``), a split without a usable
     training query, too few queries for one batch, too few training images
     for the PCA whitening, a bad ``test_on`` set. No network work: the
     pipeline calls this (``check_files=False``, the .mat files only) for
-    every training run before its first notebook starts."""
+    every training run before its first notebook starts. ``batch_size``:
+    tuples per update when not ``cfg.batch_size`` (torchrun, more ranks)."""
     root = _data_root(cfg)
     load = lambda dataset, r, split: load_split(dataset, r, split, check_files=check_files)  # noqa: E731
     train_split = load(cfg.dataset, root, "train")
@@ -203,21 +232,25 @@ def training_data(cfg: TrainConfig, check_files: bool = True) -> TrainingData:
         check_whitening_fit(cfg.whiten_dim, min(train_split.num_db, cfg.whiten_fit_images),
                             f"{train_split.name} (whiten_fit_images={cfg.whiten_fit_images})")
     per_epoch = min(len(tuples.query_ids), cfg.queries_per_epoch or len(tuples.query_ids))
-    if per_epoch < cfg.batch_size:
+    batch_size = batch_size or cfg.batch_size
+    if per_epoch < batch_size:
         raise ConfigError(f"{train_split.name}: {per_epoch} training queries an epoch cannot fill one batch of "
-                          f"batch_size={cfg.batch_size} tuples; lower batch_size or use more queries")
+                          f"{batch_size} tuples (batch_size={cfg.batch_size}, or one per torchrun rank when there "
+                          "are more ranks); lower batch_size or use more queries")
     return TrainingData(root, train_split, val_split, test_split, other_tests, tuples)
 
 
-def _train(cfg: TrainConfig, callback) -> TrainResult:
+def _train(cfg: TrainConfig, callback, device: torch.device, dist: Dist = SINGLE) -> TrainResult:
     wall_start = time.perf_counter()
-    log = (lambda m: print(m, flush=True)) if cfg.verbose else (lambda m: None)
-    device = resolve_device(cfg.device)
+    log = (lambda m: print(m, flush=True)) if cfg.verbose and dist.is_main else (lambda m: None)
     out_dir, record_path = cfg.paths()
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     name = cfg.resolved_run_name()
+    batch_size = global_batch_size(cfg, dist.world_size)
+    workers = resolve_workers(cfg.num_workers, device, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    precision = resolve_precision(cfg.precision, device)
     # ---- data (all checks before any network work)
-    data = training_data(cfg)
+    data = training_data(cfg, batch_size=batch_size)
     root, train_split, val_split, test_split, other_tests, tuples = (
         data.root, data.train, data.val, data.test, data.other_tests, data.tuples)
     for s in (train_split, val_split, test_split, *other_tests.values()):
@@ -225,13 +258,16 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
             check_split_images(s, cfg.backbone, cfg.image_size)
     # Output folders (created here), after the data checks and before any
     # network work: an unwritable one must not cost a training run.
-    check_writable(out_dir, what="checkpoints (out_dir)")
-    check_writable(record_path.parent, what=f"the training record ({record_path.name})")
+    if dist.is_main:
+        check_writable(out_dir, what="checkpoints (out_dir)")
+        check_writable(record_path.parent, what=f"the training record ({record_path.name})")
     val_sub, val_idx = _val_subset(val_split, cfg.val_queries)
     log(f"[{name}] {train_split.name}: {len(tuples.query_ids)} training queries "
         f"({tuples.num_without_positive} without a positive within {tuples.pos_radius:g} m, "
         f"{tuples.num_without_negative} without a negative), {train_split.num_db} database images; "
-        f"val on {val_sub.num_q} of {val_split.num_q} queries; device {device}")
+        f"val on {val_sub.num_q} of {val_split.num_q} queries; device {device}, {precision}, "
+        f"{workers} loader worker(s)" + (f"; {dist.world_size} ranks (torchrun), {batch_size} tuples per update"
+                                          if dist.enabled else ""))
 
     # ---- model, optimiser, state
     resume_state = load_training_checkpoint(last_path) if cfg.resume and last_path.is_file() else None
@@ -248,14 +284,21 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
         model = _build_model(cfg, cfg.weights)
         init = None
         if isinstance(model.pool, NetVLAD):
-            init = init_netvlad_from_images(model, train_split.db_paths, cfg.image_size, num_images=cfg.init_images,
-                                            num_descriptors=cfg.init_descriptors, alpha=cfg.alpha, device=device,
-                                            seed=cfg.seed, kmeans_iterations=cfg.kmeans_iterations,
-                                            kmeans_points_per_centroid=cfg.kmeans_points_per_centroid)
+            if dist.is_main:  # k-means on rank 0; the other ranks take its weights below
+                init = init_netvlad_from_images(
+                    model, train_split.db_paths, cfg.image_size, num_images=cfg.init_images,
+                    num_descriptors=cfg.init_descriptors, alpha=cfg.alpha, device=device, seed=cfg.seed,
+                    kmeans_iterations=cfg.kmeans_iterations, kmeans_points_per_centroid=cfg.kmeans_points_per_centroid)
+            init = broadcast_object(init, dist)
+            model.config["alpha"] = model.pool.alpha = init["alpha"]
             log(f"NetVLAD initialised from {init['num_descriptors']} descriptors of training database images: "
                 f"alpha={init['alpha']:.4g}")
+    if dist.enabled:  # every rank starts from rank 0's weights (the same seed gives them; this makes sure)
+        model.to(device)
+        broadcast_module(model, dist)
     use_channels_last(model.base, cfg.channels_last)
     model.to(device)
+    model.set_precision(precision)
     optimizer, scheduler = _optimizer(cfg, model)
     miner = HardNegativeMiner(tuples, cfg.num_random_negatives, cfg.num_cached_negatives, cfg.num_hard_negatives,
                               cfg.num_positives, cfg.margin, cfg.exclude_very_hard)
@@ -278,17 +321,20 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
     else:
         if cfg.resume:
             log(f"resume=True but there is no checkpoint at {last_path}: starting afresh")
-        best_path.unlink(missing_ok=True)  # a previous run's best model must not be mistaken for this run's
+        if dist.is_main:
+            best_path.unlink(missing_ok=True)  # a previous run's best model must not be mistaken for this run's
 
     cache = DescriptorCache(train_split.num_db, train_split.num_q, model.pooled_dim, cfg.cache_dtype,
-                            cfg.cache_fp16_gb, cfg.cache_memmap_gb, out_dir, log=log)
+                            cfg.cache_fp16_gb, cfg.cache_memmap_gb, out_dir, log=log, hold=dist.is_main)
     images = TupleImages(train_split, cfg.image_size)
 
     def evaluate(m, split, **kw):
         return evaluate_split(m, split, cfg.image_size, ns=cfg.ns, batch_size=cfg.eval_batch_size, device=device,
-                              num_workers=cfg.num_workers, **kw)
+                              num_workers=workers, **kw)
 
     def record(status: str, **extra) -> None:
+        if not dist.is_main:
+            return
         write_json(record_path, {
             "experiment": "train", "run_name": name, "status": status,
             "seed": cfg.seed, "dataset": cfg.dataset, "data_root": rel(root),
@@ -296,12 +342,16 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
             "config": portable_config(cfg), "model_config": model.config,
             "lr": cfg.resolved_lr(), "init": init, "tuples": tuples.summary(), "cache": cache.summary(),
             "val_query_indices": val_idx.tolist(), "device": str(device), "torch_threads": torch.get_num_threads(),
+            "precision": precision, "num_workers": workers, "world_size": dist.world_size,
+            "batch_size_global": batch_size,
             "epochs": history, "best_epoch": best["epoch"], "test_untrained": test_untrained, "test_on": others,
             "wall_seconds": time.perf_counter() - wall_start, "peak_rss_mib": peak_rss_mib(),
             "checkpoint_best": rel(best_path), **extra,
         })
 
     def save_last(epoch: int) -> None:
+        if not dist.is_main:
+            return
         atomic_torch_save({
             "epoch": epoch, "config": model.config, "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -311,12 +361,12 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
 
     # ---- epoch 0: the initialised, untrained model (authors: test0)
     if start_epoch == 1:
-        val0 = evaluate(model, val_sub)
+        val0 = evaluate(model, val_sub, dist=dist)
         if cfg.eval_untrained and test_split is not None:
-            test_untrained = _public(evaluate(model, test_split), ranks=True)
+            test_untrained = _public(evaluate(model, test_split, dist=dist), ranks=True)
         if cfg.eval_untrained:
             for set_name, split in other_tests.items():
-                others[set_name]["untrained"] = _public(evaluate(model, split), ranks=True)
+                others[set_name]["untrained"] = _public(evaluate(model, split, dist=dist), ranks=True)
         history = [{"epoch": 0, "val": _public(val0)}]
         log(f"epoch 0 (untrained): val R@1/5/10 {_recall_line(val0)}"
             + (f", test R@1/5/10 {_recall_line(test_untrained)}" if test_untrained else ""))
@@ -328,11 +378,17 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
         rng = np.random.default_rng([cfg.seed, epoch])
         order = rng.permutation(tuples.query_ids)[:cfg.queries_per_epoch]
         lr = optimizer.param_groups[0]["lr"]
+        t0, clock = time.perf_counter(), LoaderClock()
         cache.refresh(model, train_split.db_paths, train_split.q_paths, cfg.image_size, cfg.eval_batch_size,
-                      device, cfg.num_workers)
+                      device, workers, dist=dist, clock=clock)
+        refresh_seconds = time.perf_counter() - t0
         try:
             stats = train_epoch(model, optimizer, miner, cache, train_split, images, order, epoch, rng, cfg, device,
-                                _refresh_batches(cfg, epoch), callback)
+                                _refresh_batches(cfg, epoch, batch_size), callback, dist=dist, num_workers=workers,
+                                batch_size=batch_size)
+        except RankFailedError as exc:  # a torchrun job lost a rank: say where to resume from
+            raise RankFailedError(f"{exc} The last checkpoint is {last_path} (after epoch {epoch - 1}): rerun the "
+                                  "same command with --resume to continue from there.") from None
         except NonFiniteLossError as exc:
             good = f"{last_path} (after epoch {epoch - 1})" if last_path.is_file() else "none yet"
             record("failed: non-finite loss", error=str(exc))
@@ -341,34 +397,43 @@ def _train(cfg: TrainConfig, callback) -> TrainResult:
         with warnings.catch_warnings():  # an epoch without any update (every query skipped) is legitimate
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
             scheduler.step()
-        val = evaluate(model, val_sub)
+        stats["refresh_seconds"] += refresh_seconds  # with the refresh before the epoch
+        stats["loader_wait_seconds"] += clock.wait
+        val = evaluate(model, val_sub, dist=dist)
         stats.update(lr=lr, val=_public(val))
         history.append(stats)
         score = val["recall"][cfg.select_n]
         if score > best["score"]:
             best = {"epoch": epoch, "score": score}
-            atomic_torch_save({"config": model.config, "state_dict": model.state_dict(), "epoch": epoch,
-                               "val": _public(val), "train_config": cfg.to_dict()}, best_path)
+            if dist.is_main:
+                atomic_torch_save({"config": model.config, "state_dict": model.state_dict(), "epoch": epoch,
+                                   "val": _public(val), "train_config": cfg.to_dict()}, best_path)
         save_last(epoch)
         record("running")
         log(f"epoch {epoch}/{cfg.epochs}: loss {stats['loss']:.4f}, violating triplets {stats['violating_mined']}, "
             f"skipped queries {stats['skipped']}/{stats['queries']}, lr {lr:.2g}, "
-            f"val R@1/5/10 {_recall_line(val)}, {stats['seconds']:.0f}+{val['seconds']:.0f} s")
+            f"val R@1/5/10 {_recall_line(val)}, {stats['seconds']:.0f}+{val['seconds']:.0f} s"
+            + (f" (waiting for images {stats['loader_wait_seconds']:.0f} s)" if workers else ""))
 
     # ---- final test with the best epoch's model (and, with whiten_dim, whitened: the
     # same pooled descriptors, so the test images are extracted once)
     test = test_whitened = None
+    barrier(dist)  # rank 0 has written best.pt
     best_model = load_model(best_path).to(device)
     use_channels_last(best_model.base, cfg.channels_last)
+    best_model.set_precision(precision)
     whitened = None
     if cfg.whiten_dim:
         whitened = fit_whitening(best_model, train_split.db_paths, cfg.whiten_dim, cfg.image_size, cfg.eval_batch_size,
-                                 device, cfg.num_workers, cfg.whiten_fit_images, cfg.seed)
-        atomic_torch_save({"config": whitened.config, "state_dict": whitened.state_dict(),
-                           "epoch": best["epoch"]}, out_dir / "best_whitened.pt")
+                                 device, workers, cfg.whiten_fit_images, cfg.seed, dist=dist)
+        if dist.is_main:
+            atomic_torch_save({"config": whitened.config, "state_dict": whitened.state_dict(),
+                               "epoch": best["epoch"]}, out_dir / "best_whitened.pt")
     for set_name, split in ([(None, test_split)] if test_split is not None else []) + list(other_tests.items()):
-        plain = evaluate(best_model, split, keep_pooled=whitened is not None)
-        white = _public(evaluate(whitened, split, pooled=plain.pop("pooled")), ranks=True) if whitened else None
+        plain = evaluate(best_model, split, keep_pooled=cfg.whiten_dim is not None, dist=dist)
+        pooled = plain.pop("pooled", None)
+        # the whitened test reuses rank 0's pooled descriptors: rank 0's alone, nothing extracted
+        white = _public(evaluate(whitened, split, pooled=pooled), ranks=True) if whitened else None
         plain = _public(plain, ranks=True)
         if set_name is None:
             test, test_whitened = plain, white
