@@ -28,11 +28,11 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import torch
 
 from benchmarks.bench_eval import make_data
 from benchmarks.bench_mining import make_split, mine_all
 from benchmarks.common import interleaved, median, timed
+from benchmarks.gpu_projection import conv_flops
 from repro.metrics import recall_at_n
 
 FULL_SIZES = [1000, 3000, 10000, 30000, 100000]
@@ -40,22 +40,6 @@ QUICK_SIZES = [200, 400]
 GPU = {"name": "NVIDIA A100 (assumed)", "fp32_tflops": 19.5, "efficiency": 0.5,
        "source": "NVIDIA A100 Tensor Core GPU datasheet: 19.5 TFLOPS FP32"}
 DATASETS = {"pitts250k_test": (83952, 8280), "tokyo247": (75984, 315)}
-
-
-def conv_flops(model: torch.nn.Module, image_hw) -> float:
-    """FLOPs (2 x multiply-adds) of the Conv2d layers of ``model`` on one image, by forward hooks."""
-    total = [0.0]
-
-    def hook(m, inp, out):
-        k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
-        total[0] += 2.0 * k * out.numel()
-
-    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    with torch.no_grad():  # on the meta device: shapes only, no arithmetic
-        model.to("meta")(torch.zeros(1, 3, *image_hw, device="meta"))
-    for h in hs:
-        h.remove()
-    return total[0]
 
 
 def fit(xs, ys) -> dict:

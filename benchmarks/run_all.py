@@ -4,8 +4,9 @@
     python -m benchmarks.run_all --quick    # tiny shapes, seconds (the unit test)
     python -m benchmarks.run_all --only netvlad,mining
     python -m benchmarks.run_all --only profile   # cProfile of the default training, before/after (~8 min)
+    python -m benchmarks.run_all --only datapath,ddp   # issue 16: JPEG data path, torchrun on CPU (~5 min)
 
-``summary.csv`` holds one row per goal of issue 6: the measured value (a
+``summary.csv`` holds one row per goal of issues 6 and 16: the measured value (a
 ratio of medians within this run), the goal and whether it is met.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 from benchmarks import common
 from benchmarks.common import dump_json, machine, set_results_dir, write_csv
 
-BENCHES = ["netvlad", "extraction", "images", "mining", "eval", "scaling", "pipeline"]
+BENCHES = ["netvlad", "extraction", "images", "mining", "eval", "scaling", "pipeline", "datapath", "ddp"]
 
 
 def _med(rows, **match):
@@ -79,6 +80,35 @@ def goals(results: dict) -> list[dict]:
         if r.get("ratio_to") == "budget" and r["seconds"] != "":
             add(f"pipeline wall time: {r['impl']}", r["case"], r["seconds"] / 60,
                 f"<= {r['budget_s'] / 60:.0f} min", r["seconds"] <= r["budget_s"], r.get("source", ""))
+    rows = results.get("datapath", [])
+    for case in dict.fromkeys(r["case"] for r in rows if r["case"].startswith("workers")):
+        w0, w2 = (_med(rows, case=case, impl=i) for i in ("workers_0", "workers_2"))
+        add("data path, JPEG decode: images/s, 2 workers / 0 workers", case, w0["seconds"] / w2["seconds"],
+            "(report)", None, f"{w0['images_per_s']:.0f} vs {w2['images_per_s']:.0f} images/s "
+            f"({w2['images_per_s_after_first_batch']:.0f} after the workers' start-up of {w2['first_batch_s']:.2f} s); "
+            f"per CPU-second {w0['images_per_cpu_s']:.0f} vs {w2['images_per_cpu_s']:.0f}; 2-core machine")
+        add("data path, JPEG decode: images per CPU-second (1 process, 0 workers, 1 thread)", case,
+            w0["images_per_cpu_s"], "(report)", None, f"wall {w0['images_per_s']:.0f} images/s; cores to feed N "
+            f"images/s: N / {w0['images_per_cpu_s']:.0f} (N / {w2['images_per_cpu_s']:.0f} with workers' hand-over)")
+    for case in dict.fromkeys(r["case"] for r in rows if r["case"].startswith("uint8_vs_float")):
+        fl, u8, un = (_med(rows, case=case, impl=i) for i in ("float", "uint8", "uint8_normalized_cpu"))
+        add("data path: CPU time per image, uint8 (normalised on the device) / float path", case,
+            u8["seconds"] / fl["seconds"], "<= 1", u8["seconds"] <= fl["seconds"],
+            f"ms per image: float {fl['seconds']:.2f}, uint8 {u8['seconds']:.2f}, uint8 normalised on the CPU "
+            f"{un['seconds']:.2f} ({un['seconds'] / fl['seconds']:.2f}x the float path)")
+    rows = results.get("ddp", [])
+    for case in dict.fromkeys(r["case"] for r in rows):
+        two = _med(rows, case=case, impl="2_ranks_1_thread")
+        for single in ("1_process_2_threads", "1_process_1_thread"):
+            one = _med(rows, case=case, impl=single)
+            if one is None:  # --quick runs the 1-thread process only
+                continue
+            add(f"torchrun, 2 CPU ranks / {single.replace('_', ' ')}: training wall time", case,
+                two["seconds"] / one["seconds"], "(report)", None,
+                f"records' wall_seconds {two['seconds']:.1f} vs {one['seconds']:.1f} s; whole command "
+                f"{two['command_seconds']:.1f} vs {one['command_seconds']:.1f} s "
+                f"({two['command_seconds'] / one['command_seconds']:.2f}x); 2 cores: overhead, not speed-up; "
+                f"identical results: {one['same_results']}")
     return out
 
 
@@ -133,7 +163,9 @@ def main(argv=None) -> dict:
         print(to_markdown(summary))
     info = dict(machine(), quick=args.quick, only=names, seconds_total=time.perf_counter() - start,
                 seconds_per_benchmark=durations, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    dump_json(info, "run.json" if not args.only else "run_partial.json")
+    # a partial run is named by what it ran (run_datapath_ddp.json), so it does not overwrite another
+    # one's record (run_partial.json: the eval, mining and scaling rerun of 2026-11-29)
+    dump_json(info, "run.json" if not args.only else f"run_{'_'.join(names)}.json")
     print(f"total {info['seconds_total']:.0f} s")
     return results
 

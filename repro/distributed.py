@@ -45,7 +45,7 @@ import torch.distributed as torch_dist
 from repro.errors import ConfigError, ReproError
 
 __all__ = ["Dist", "SINGLE", "RankFailedError", "all_gather_rows", "barrier", "broadcast_module",
-           "broadcast_object", "comm_device", "from_env", "gather_rows", "setup", "shard", "teardown"]
+           "block_sizes", "broadcast_object", "comm_device", "from_env", "gather_rows", "setup", "shard", "teardown"]
 
 
 class RankFailedError(ReproError):
@@ -166,23 +166,46 @@ def _collective(what: str, fn, *args, **kwargs):
                               f"({message[:300]}). Its own error, and torchrun's summary, name it.") from None
 
 
-def gather_rows(local: np.ndarray, n: int, dist: Dist, unit: int = 1) -> np.ndarray | None:
-    """The blocks ``local`` ``[n_r, D]`` of every rank (in rank order, as :func:`shard` with the
-    same ``unit`` deals them) as one ``[n, D]`` array on rank 0; None on the other ranks.
-    One process: ``local``."""
+GATHER_MIB = 256  # what one piece of gather_rows receives on each rank, at most (MiB)
+
+
+def block_sizes(lengths, world_size: int) -> list[int]:
+    """Rows of each rank's block when the batches of ``lengths`` rows each are dealt out by
+    :func:`shard` (contiguous blocks of whole batches, rank order)."""
+    lengths = list(lengths)
+    return [sum(lengths[shard(len(lengths), Dist(r, world_size))]) for r in range(world_size)]
+
+
+def gather_rows(local: np.ndarray, sizes: list[int], dist: Dist, sink=None) -> np.ndarray | None:
+    """Every rank's block ``local`` ``[sizes[rank], D]``, in rank order, on rank 0: the
+    ``[sum(sizes), D]`` float32 array, or with ``sink`` a call ``sink(offset, rows)`` per
+    piece (its row offset in that array) and None. None on the other ranks; one process:
+    ``local`` (or one ``sink(0, local)``). Sent in pieces of at most :data:`GATHER_MIB`
+    received per rank, so a test split's 32768-D descriptors (Pitts250k: 11 GB) never sit
+    whole on a GPU."""
     if not dist.enabled:
-        return local
-    dev = comm_device(dist)
-    blocks = [shard(n, Dist(r, dist.world_size), unit) for r in range(dist.world_size)]
-    sizes = [b.stop - b.start for b in blocks]
-    width = local.shape[1]
-    buf = torch.zeros(max(sizes), width, dtype=torch.float32, device=dev)  # equal shapes for all_gather
-    buf[:len(local)] = torch.from_numpy(np.ascontiguousarray(local, dtype=np.float32)).to(dev)
-    parts = [torch.empty_like(buf) for _ in range(dist.world_size)]
-    _collective("gathering descriptors", torch_dist.all_gather, parts, buf)
-    if not dist.is_main:
+        if sink is None:
+            return local
+        sink(0, local)
         return None
-    return torch.cat([p[:s] for p, s in zip(parts, sizes)]).cpu().numpy()
+    dev = comm_device(dist)
+    width = local.shape[1]
+    rows = max(1, int(GATHER_MIB * 2**20 // (4 * max(width, 1) * dist.world_size)))  # rows per rank per piece
+    out = np.empty((sum(sizes), width), np.float32) if dist.is_main and sink is None else None
+    write = sink or (lambda offset, block: out.__setitem__(slice(offset, offset + len(block)), block))
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+    for s in range(0, max(sizes, default=0), rows):  # every rank loops the same number of times
+        buf = torch.zeros(min(rows, max(sizes) - s), width, dtype=torch.float32, device=dev)  # equal shapes
+        mine = local[s:s + len(buf)]
+        buf[:len(mine)] = torch.from_numpy(np.ascontiguousarray(mine, dtype=np.float32)).to(dev)
+        parts = [torch.empty_like(buf) for _ in range(dist.world_size)]
+        _collective("gathering descriptors", torch_dist.all_gather, parts, buf)
+        if dist.is_main:
+            for r, part in enumerate(parts):
+                k = max(0, min(len(buf), sizes[r] - s))
+                if k:
+                    write(starts[r] + s, part[:k].cpu().numpy())
+    return out
 
 
 def all_gather_rows(tensor: torch.Tensor, dist: Dist) -> torch.Tensor:

@@ -14,8 +14,8 @@ from tqdm import tqdm  # plain text, also under papermill (no widgets)
 
 from repro.data.datasets import PlaceSplit, check_evaluable
 from repro.data.images import ImageListDataset, check_images, normalize_images
-from repro.data.loader import LoaderClock, image_loader
-from repro.distributed import SINGLE, Dist, broadcast_object, gather_rows, shard
+from repro.data.loader import ImageStream, LoaderClock, consecutive_batches
+from repro.distributed import SINGLE, Dist, block_sizes, broadcast_object, gather_rows, shard
 from repro.errors import ConfigError, explain_out_of_memory
 from repro.metrics import recall_at_n
 from repro.model import (
@@ -68,33 +68,62 @@ def extract_descriptors(model: PlaceModel, paths, image_size=None, batch_size: i
     ``image_size=None`` keeps native sizes: each batch is split into groups
     of equal size (one group for Pittsburgh's uniform 640x480).
     ``whiten=False`` returns the pooled descriptors before PCA whitening.
-    The images come through :func:`repro.data.loader.image_loader`
+    The images come through a :class:`repro.data.loader.ImageStream`
     (``num_workers`` processes decode; 8-bit images normalised on
     ``device``); the model runs in its own precision (``model.precision``).
-    Under torchrun (``dist``) each rank extracts its block of ``paths`` and
+    Under torchrun (``dist``) each rank extracts a block of whole batches and
     rank 0 returns all ``N`` rows, the other ranks None. ``clock``: adds the
     time spent waiting for images.
     """
-    device = resolve_device(device)
     paths = list(paths)
-    dataset = ImageListDataset(paths[shard(len(paths), dist, unit=batch_size)], image_size=tuple(image_size) if image_size else None,
-                               uint8=True)
-    loader = image_loader(dataset, batch_size, num_workers, device)
+    stream = ImageStream(ImageListDataset(paths, image_size=tuple(image_size) if image_size else None, uint8=True),
+                         num_workers, resolve_device(device))
+    return extract_batches(model, stream, consecutive_batches(len(paths), batch_size), device, whiten, desc, dist,
+                           clock)
+
+
+@torch.no_grad()
+def extract_batches(model: PlaceModel, stream: ImageStream, batches: list[list[int]], device="cpu",
+                    whiten: bool = True, desc: str = "descriptors", dist: Dist = SINGLE,
+                    clock: LoaderClock | None = None, sink=None) -> np.ndarray | None:
+    """Descriptors of the images of ``batches`` (lists of indices into ``stream``'s dataset),
+    one row per image in the order of the batches laid end to end.
+
+    Returns the ``[rows, dim]`` float32 array, or, with ``sink``, calls
+    ``sink(offset, rows)`` as rows are ready (no array of them all: a cache
+    refresh writes straight into the cache) and returns None. Under
+    torchrun each rank extracts a contiguous block of whole batches, so
+    every image is computed in the same batch as one process would (results
+    bit-identical to one process's), and rank 0 gets every row; the other
+    ranks return None.
+    """
+    device = resolve_device(device)
+    mine = batches[shard(len(batches), dist)]
     was_training = model.training
     model.eval().to(device)
-    out = np.empty((len(dataset), model.descriptor_dim if whiten else model.pooled_dim), dtype=np.float32)
-    clock = clock or LoaderClock()
-    for groups in tqdm(clock.iterate(loader), total=len(loader), desc=desc, leave=False, mininterval=5.0,
-                       disable=not dist.is_main):
-        for images, idx in groups:
-            with explain_out_of_memory(f"{desc}: a batch of {len(idx)} images of {images.shape[2]}x{images.shape[3]}",
-                                       f"the batch size (eval_batch_size / --batch-size, now {batch_size}) or the "
+    dim = model.descriptor_dim if whiten else model.pooled_dim
+    local = np.empty((sum(len(b) for b in mine), dim), dtype=np.float32) if dist.enabled or sink is None else None
+    offset = 0
+    # the loader first: zip then reads it to its end (a persistent stream's pass must end)
+    for groups, batch in zip(tqdm(stream.batches(mine, clock), total=len(mine), desc=desc, leave=False,
+                                  mininterval=5.0, disable=not dist.is_main), mine):
+        rows = np.empty((len(batch), dim), dtype=np.float32)
+        for images, pos in groups:
+            with explain_out_of_memory(f"{desc}: a batch of {len(pos)} images of {images.shape[2]}x{images.shape[3]}",
+                                       f"the batch size (eval_batch_size / --batch-size, now {len(batch)}) or the "
                                        "image size (image_size / --image-size)"):
-                batch = normalize_images(images.to(device, non_blocking=True))
-                d = model(batch) if whiten else model.pooled(batch)
-                out[idx] = d.float().cpu().numpy()
+                x = normalize_images(images.to(device, non_blocking=True))
+                d = model(x) if whiten else model.pooled(x)
+                rows[pos] = d.float().cpu().numpy()
+        if local is not None:
+            local[offset:offset + len(batch)] = rows
+        else:
+            sink(offset, rows)
+        offset += len(batch)
     model.train(was_training)
-    return gather_rows(out, len(paths), dist, unit=batch_size)
+    if not dist.enabled:
+        return local
+    return gather_rows(local, block_sizes(map(len, batches), dist.world_size), dist, sink)
 
 
 def fit_split(dataset: str, data_root, evaluated: PlaceSplit, init_from: str | None = None) -> tuple[PlaceSplit, dict]:

@@ -11,7 +11,8 @@ from PIL import Image
 
 import repro.train.loop as loop_module
 from repro.data.images import ImageListDataset, normalize_images, to_tensor
-from repro.data.loader import LoaderClock, collate_groups, image_loader, resolve_workers
+from repro.data.loader import (ImageStream, LoaderClock, collate_groups, collate_tuple, consecutive_batches,
+                               resolve_workers)
 from repro.errors import ConfigError, DeviceMemoryError, report_errors
 from repro.evaluate import extract_descriptors
 from repro.model import build_model
@@ -52,12 +53,33 @@ def test_8bit_items_normalised_equal_the_float_items(tmp_path, fmt, size):
 
 
 def test_collate_groups_stacks_each_image_size_in_order():
-    items = [(torch.full((3, 2, 2), i, dtype=torch.uint8), i) for i in range(3)]
+    items = [(torch.full((3, 2, 2), i, dtype=torch.uint8), 10 + i) for i in range(3)]
     items.insert(1, (torch.zeros(3, 4, 5, dtype=torch.uint8), 9))
     groups = collate_groups(items)
     assert [g[0].shape for g in groups] == [(3, 3, 2, 2), (1, 3, 4, 5)]
-    assert groups[0][1].tolist() == [0, 1, 2] and groups[1][1].tolist() == [9]
+    assert groups[0][1].tolist() == [0, 2, 3] and groups[1][1].tolist() == [1]  # positions in the batch
     assert [int(x[0, 0, 0]) for x in groups[0][0]] == [0, 1, 2]
+    same = [(torch.full((3, 2, 2), i, dtype=torch.uint8), i) for i in range(3)]
+    assert collate_tuple(same).shape == (3, 3, 2, 2) and isinstance(collate_tuple(items), list)
+
+
+def test_a_persistent_stream_serves_pass_after_pass(tiny_city):
+    """The trainer's streams keep their worker processes; each pass gives the images asked for, in order,
+    the same as reading them here (and an unfinished pass does not leak into the next)."""
+    from repro.data.datasets import load_split
+
+    paths = load_split("synthetic", tiny_city, "test").db_paths[:12]
+    data = ImageListDataset(paths, (32, 40), uint8=True)
+    stream = ImageStream(data, 2, "cpu", collate_fn=collate_tuple, persistent=True)
+    for batches in ([[0, 1, 2], [5]], [[11, 3], [4, 4, 4], [7]], [[1]]):
+        got = list(stream.batches(batches))
+        assert len(got) == len(batches)
+        for b, g in zip(batches, got):
+            assert torch.equal(g, torch.stack([data[i][0] for i in b]))
+    first = stream.batches([[0], [1], [2]])
+    next(first)  # abandoned after one batch
+    assert [torch.equal(g, data[9][0][None]) for g in stream.batches([[9]])] == [True]
+    assert consecutive_batches(5, 2, start=3) == [[3, 4], [5, 6], [7]] and consecutive_batches(0, 4) == []
 
 
 # --------------------------------------------------------------------------- workers
@@ -109,9 +131,9 @@ def test_worker_count(monkeypatch):
     assert TrainConfig.paper(data_root="/data").num_workers == "auto"
 
 
-def test_an_empty_loader_and_the_clock():
+def test_an_empty_pass_and_the_clock():
     clock = LoaderClock()
-    assert list(clock.iterate(image_loader(ImageListDataset([]), 4, 0, "cpu"))) == []
+    assert list(ImageStream(ImageListDataset([]), 0, "cpu").batches([], clock)) == []
     assert clock.batches == 0
 
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from repro.cli import build_parser, train_arguments, train_config_from_args
-from repro.distributed import SINGLE, Dist, gather_rows, shard
+from repro.distributed import SINGLE, Dist, block_sizes, gather_rows, shard
 from repro.train import train
 from train_fakes import comparable, tiny_config, untimed
 
@@ -96,8 +96,12 @@ def test_shards_are_whole_batches_covering_every_item_once(n, unit, world):
 
 def test_one_process_gathers_its_own_rows():
     rows = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
-    assert gather_rows(rows, 5, SINGLE) is rows
+    assert gather_rows(rows, [5], SINGLE) is rows
+    seen = []
+    assert gather_rows(rows, [5], SINGLE, sink=lambda offset, block: seen.append((offset, block))) is None
+    assert seen[0][0] == 0 and seen[0][1] is rows
     assert shard(5, SINGLE, 2) == slice(0, 5)
+    assert block_sizes([4, 4, 4, 3], 2) == [8, 7] and block_sizes([4, 1], 3) == [0, 4, 1]
 
 
 def test_train_arguments_give_back_the_config(tmp_path):
@@ -188,3 +192,39 @@ def test_pipeline_train_commands_give_each_runs_config(capsys):
     assert main(["--profile", "default", "--train-commands", "--only", "02_train"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) >= 2 and out == [line.removesuffix(" --nproc-per-node 2") for line in lines][:len(out)]
+
+
+def _gather_worker(rank: int, world: int, store: str, n: int, unit: int, width: int, out: str):
+    import repro.distributed as d
+
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    d.GATHER_MIB = 4 * width * 3 * world / 2**20  # pieces of 3 rows per rank: several pieces, a ragged last one
+    dist = Dist(rank, world)
+    rows = np.arange(n * width, dtype=np.float32).reshape(n, width)  # the rows every rank "extracted"
+    batches = [min(unit, n - s) for s in range(0, n, unit)]  # rows per batch
+    got = d.gather_rows(rows[shard(n, dist, unit)], d.block_sizes(batches, world), dist)
+    pieces = []
+    d.gather_rows(rows[shard(n, dist, unit)], d.block_sizes(batches, world), dist,
+                  sink=lambda offset, block: pieces.append((offset, block.copy())))
+    if rank == 0:  # the same rows through a sink, each piece at its offset
+        whole = np.zeros_like(rows)
+        for offset, block in pieces:
+            whole[offset:offset + len(block)] = block
+        sizes = d.block_sizes(batches, world)  # pieces of 3 rows per rank, a piece for each rank's rows
+        assert np.array_equal(whole, rows) and len(pieces) == sum(-(-k // 3) for k in sizes)
+    obj = d.broadcast_object({"from": rank}, dist)
+    if rank == 0:
+        np.save(out, got)
+        assert obj == {"from": 0}
+    else:
+        assert got is None and obj == {"from": 0}
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.parametrize("n,unit,world", [(23, 4, 2), (2, 4, 3)])  # ragged pieces; ranks with no rows
+def test_gather_rows_in_pieces_across_ranks(tmp_path, n, unit, world):
+    """Blocks of whole batches, gathered in pieces (the piece size forced small), land in order on rank 0."""
+    out = tmp_path / "got.npy"
+    torch.multiprocessing.spawn(_gather_worker, args=(world, str(tmp_path / "store"), n, unit, 5, str(out)),
+                                nprocs=world)
+    assert np.array_equal(np.load(out), np.arange(n * 5, dtype=np.float32).reshape(n, 5))

@@ -246,11 +246,11 @@ def test_list_counts_what_training_does(pitts, tmp_path, monkeypatch):
                             whiten_dim=4, lr_step=1, out_dir=str(tmp_path / "run"), record_path=str(tmp_path / "r.json"),
                             progress=False, verbose=False, image_memory_gb=0, channels_last=False)
     counted = {"forward": 0, "train": 0}
-    real_extract = ev.extract_descriptors
+    real_extract = ev.extract_batches  # every extraction: evaluation, whitening and cache refreshes
 
-    def extract(model, paths, *a, **k):
-        counted["forward"] += len(paths)
-        return real_extract(model, paths, *a, **k)
+    def extract(model, stream, batches, *a, **k):
+        counted["forward"] += sum(len(b) for b in batches)
+        return real_extract(model, stream, batches, *a, **k)
 
     real_sample = ev.sample_local_descriptors
 
@@ -258,8 +258,8 @@ def test_list_counts_what_training_does(pitts, tmp_path, monkeypatch):
         counted["forward"] += min(num_images, len(dataset))
         return real_sample(base, dataset, num_images, *a, **k)
 
-    monkeypatch.setattr(ev, "extract_descriptors", extract)
-    monkeypatch.setattr("repro.train.cache.extract_descriptors", extract)
+    monkeypatch.setattr(ev, "extract_batches", extract)
+    monkeypatch.setattr("repro.train.cache.extract_batches", extract)
     monkeypatch.setattr(ev, "sample_local_descriptors", sample)
     result = train(cfg)
     stages, memory = training_stages(cfg, "run")
@@ -301,12 +301,13 @@ def test_list_of_the_paper_profile_runs_nothing_and_prints_costs(pitts, monkeypa
 
 @pytest.mark.slow
 def test_gpu_check_runs_on_the_cpu(tmp_path):
-    """benchmarks/gpu_check.py in its CPU mode: every stage runs (the device run is the real check)."""
+    """benchmarks/gpu_check.py in its CPU mode: every stage runs (the device run is the real check),
+    the data paths with one worker process (``auto`` is none on a CPU)."""
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--quick", "--out",
-                           str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600,
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--device", "cpu", "--quick", "--workers", "1",
+                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     import json
@@ -315,6 +316,27 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
     assert rep["agreement"]["ok"] and rep["agreement"]["cosine_min"] > 0.999
     assert set(rep["throughput"]["backbones"]) == {"vgg16", "alexnet"}
     assert all(math.isfinite(p["seconds"]) for p in rep["paper_training_projection"].values())
+    # issue 16: every precision in memory and through the data path, the training step, the refresh
+    assert rep["failed_steps"] == [] and rep["issue16"]["peak"] is None  # no peak fraction on a CPU
+    modes = {"float32", "tf32", "bf16"}
+    for where in ("in_memory", "data_path"):
+        ext = rep["extraction"][where]
+        assert set(ext) == modes and all(e["images_per_s"] > 0 and e["tflops"] > 0 for e in ext.values())
+        assert not any("peak_fraction" in e for e in ext.values())
+    assert all(0 <= e["loader_wait_share"] <= 1 and e["num_workers"] == 1
+               for e in rep["extraction"]["data_path"].values())
+    trn = rep["training"]
+    assert set(trn["in_memory"]) == modes | {"bf16_nondeterministic"}
+    assert all(t["tuples_per_s"] > 0 and t["tuple_images"] == 4 for t in trn["in_memory"].values())
+    assert trn["data_path"]["tuples"] >= 2 and 0 <= trn["data_path"]["loader_wait_share"] <= 1
+    assert rep["refresh"]["images"] == 16 and rep["refresh"]["pitts30k_images"] == 10000 + 7416
+    reh = trn["rehearsal"]
+    assert reh["precision"] == "float32" and reh["num_workers"] == 0  # "auto" on a CPU
+    assert 0 <= reh["loader_stall_share"] <= 1 and reh["epochs"][1]["start_refresh_seconds"] > 0
+    proj = rep["paper_run_projection"]
+    assert (proj["network"]["images_forward"], proj["network"]["images_train"]) == (1_865_492, 2_669_760)
+    assert math.isfinite(proj["hours"]) and proj["hours"] >= proj["network_hours"] > 0
+    assert len(rep["goals"]) == 5 and all(g["status"] == "not measured (CPU run)" for g in rep["goals"])
 
 
 # ---------------------------------------------------------------------------

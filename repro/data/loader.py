@@ -1,12 +1,16 @@
 """The image streams that feed the network: DataLoaders with workers, pinned memory and prefetching.
 
-Every image the trainer and the evaluation read goes through
-:func:`image_loader`: cache refreshes, validation, test, the whitening fit
-(:func:`repro.evaluate.extract_descriptors`) and the training tuples
-(:class:`repro.train.loop.TupleStream`). With ``num_workers`` > 0 the JPEG
+Every image the trainer and the evaluation read goes through an
+:class:`ImageStream`: cache refreshes, validation, test, the whitening fit
+(:func:`repro.evaluate.extract_batches`) and the training tuples
+(:class:`repro.train.loop.TupleImages`). With ``num_workers`` > 0 the JPEG
 decoding and resizing run in that many worker processes, ``prefetch``
 batches ahead each; on CUDA the batches come in page-locked (pinned) memory
-so the copy to the GPU overlaps the compute. Items are 8-bit images: a
+so the copy to the GPU overlaps the compute. A training run keeps two
+streams over its training images for the whole run (one for the cache
+refreshes, one for the tuples), their worker processes alive between
+passes (``persistent``): a pass only says which images come next, so the
+~8 refreshes and ~8 tuple intervals of a Pitts30k epoch start no processes. Items are 8-bit images: a
 quarter of the bytes of float32 to copy and pin, normalised on the device
 by :func:`repro.data.images.normalize_images` (bit-identical to normalising
 on the CPU, so results do not depend on the worker count: tested).
@@ -24,13 +28,14 @@ import time
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from repro.errors import ConfigError
 
 MAX_AUTO_WORKERS = 16
 
-__all__ = ["MAX_AUTO_WORKERS", "LoaderClock", "check_workers", "collate_groups", "image_loader", "resolve_workers"]
+__all__ = ["MAX_AUTO_WORKERS", "ImageStream", "LoaderClock", "check_workers", "collate_groups", "collate_tuple",
+           "consecutive_batches", "resolve_workers"]
 
 
 def check_workers(num_workers) -> int | str:
@@ -62,27 +67,79 @@ def resolve_workers(num_workers, device, processes_per_node: int = 1) -> int:
     return max(1, min(MAX_AUTO_WORKERS, share - 1))
 
 
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack``; in a DataLoader worker straight into shared memory, as torch's own
+    ``default_collate`` does, so the batch is not copied again to reach the main process."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.stack(tensors)
+    first = tensors[0]
+    storage = first._typed_storage()._new_shared(len(tensors) * first.numel(), device=first.device)
+    out = first.new(storage).resize_(len(tensors), *first.shape)
+    return torch.stack(tensors, out=out)
+
+
 def collate_groups(items) -> list[tuple[torch.Tensor, np.ndarray]]:
     """Collate ``(image [3, H, W], index)`` items into one stacked tensor per image size:
-    ``[(images [g, 3, H, W], indices [g])]``, in order of first appearance (one group
-    for a dataset of one image size, e.g. Pittsburgh's 640x480). Stacked here, in the
-    worker, so the pinned copy is the batch itself."""
+    ``[(images [g, 3, H, W], positions [g])]`` with each image's position in the batch, in
+    order of first appearance (one group for a dataset of one image size, e.g. Pittsburgh's
+    640x480). Stacked here, in the worker, so the pinned copy is the batch itself."""
     groups: dict[tuple, list[int]] = {}
     for j, (img, _) in enumerate(items):
         groups.setdefault(tuple(img.shape), []).append(j)
-    return [(torch.stack([items[j][0] for j in js]), np.array([items[j][1] for j in js], dtype=np.int64))
-            for js in groups.values()]
+    return [(_stack([items[j][0] for j in js]), np.array(js, dtype=np.int64)) for js in groups.values()]
 
 
-def image_loader(dataset, batch_size: int | None, num_workers: int, device, collate_fn=collate_groups,
-                 prefetch: int = 2) -> DataLoader:
-    """A DataLoader over ``dataset`` in order (no shuffling): ``num_workers`` processes,
-    ``prefetch`` batches ahead per worker, pinned memory on CUDA. ``batch_size=None``:
-    each item is already a batch (the training tuples)."""
-    kw = dict(num_workers=int(num_workers), pin_memory=torch.device(device).type == "cuda", shuffle=False)
-    if num_workers > 0:
-        kw["prefetch_factor"] = int(prefetch)
-    return DataLoader(dataset, batch_size=batch_size, collate_fn=collate_fn, **kw)
+def collate_tuple(items):
+    """One training tuple's images in order (query, positives, negatives): ``[n, 3, H, W]``, or a
+    list of ``[3, H, W]`` when they differ in size."""
+    ims = [img for img, _ in items]
+    return _stack(ims) if all(im.shape == ims[0].shape for im in ims) else ims
+
+
+def consecutive_batches(n: int, batch_size: int, start: int = 0) -> list[list[int]]:
+    """``[[start, ..., start + batch_size - 1], ...]`` covering ``start .. start + n - 1``."""
+    return [list(range(start + s, start + min(s + batch_size, n))) for s in range(0, n, batch_size)]
+
+
+class _Batches(Sampler):
+    """A batch sampler whose batches are set before each pass (the loader's workers stay)."""
+
+    def __init__(self):
+        self.batches: list[list[int]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class ImageStream:
+    """Batches of a dataset's images, in the order asked for, through one DataLoader.
+
+    Args:
+        dataset: items ``(image, index)`` (:class:`repro.data.images.ImageListDataset`).
+        num_workers: worker processes decoding (0: in this process).
+        device: where the batches go (CUDA: pinned memory).
+        prefetch: batches each worker prepares ahead.
+        collate_fn: :func:`collate_groups` (extraction) or :func:`collate_tuple` (training).
+        persistent: keep the worker processes between passes (a stream used many times).
+    """
+
+    def __init__(self, dataset, num_workers: int, device, collate_fn=collate_groups, prefetch: int = 2,
+                 persistent: bool = False):
+        self._batches = _Batches()
+        kw = dict(num_workers=int(num_workers), pin_memory=torch.device(device).type == "cuda",
+                  persistent_workers=bool(persistent and num_workers > 0))
+        if num_workers > 0:
+            kw["prefetch_factor"] = int(prefetch)
+        self.loader = DataLoader(dataset, batch_sampler=self._batches, collate_fn=collate_fn, **kw)
+
+    def batches(self, batches, clock: "LoaderClock | None" = None):
+        """Iterate the collated ``batches`` (lists of dataset indices), in order; consume the
+        iterator to the end before the next call (the workers are then asked for the new list)."""
+        self._batches.batches = [list(b) for b in batches]
+        return (clock or LoaderClock()).iterate(self.loader)
 
 
 class LoaderClock:

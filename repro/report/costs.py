@@ -274,7 +274,7 @@ def format_costs(stages: list[Stage], memory: dict, measurements: list[dict]) ->
 
 
 def measure(backbones=("vgg16", "alexnet"), device="cpu", images=None, image_size=(480, 640), num_images: int = 6,
-            channels_last: bool = True, source: str = "") -> dict:
+            channels_last: bool = True, source: str = "", precision: str = "auto", num_workers="auto") -> dict:
     """Measured rates per backbone on ``device``: ``extract_images_per_s``
     (repro.evaluate.extract_descriptors of JPEG files, decoding included,
     NetVLAD K = 64 on top) and ``train_images_per_s`` (one tuple of 12 images,
@@ -282,7 +282,10 @@ def measure(backbones=("vgg16", "alexnet"), device="cpu", images=None, image_siz
     triplet loss's gradient path; decoding of those images included).
     ``images``: JPEG files at ``image_size`` (default: the rehearsal's
     Pittsburgh-layout city, made or reused as params/rehearsal.yaml says).
-    Random weights: the speed does not depend on them."""
+    Random weights: the speed does not depend on them. ``precision`` and
+    ``num_workers`` as a training run resolves them on ``device`` ("auto":
+    bf16 and DataLoader workers on CUDA, float32 and none on a CPU), so the
+    rates price the run as it will go."""
     import warnings
 
     import torch
@@ -290,14 +293,19 @@ def measure(backbones=("vgg16", "alexnet"), device="cpu", images=None, image_siz
     from repro.data.images import ImageListDataset
     from repro.evaluate import extract_descriptors, resolve_device
     from repro.model import build_model
+    from repro.data.loader import resolve_workers
+    from repro.data.images import normalize_images
     from repro.model.backbone import use_channels_last
+    from repro.model.precision import resolve_precision
 
     dev = resolve_device(device)
+    precision, workers = resolve_precision(precision, dev), resolve_workers(num_workers, dev)
     paths = list(images) if images else _rehearsal_images()
     paths = paths[:max(num_images, 12)]
     out = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU: {_cpu_name()}",
            "device_kind": dev.type, "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "image_size": list(image_size), "channels_last": channels_last, "measured": time.strftime("%Y-%m-%d"),
+           "image_size": list(image_size), "channels_last": channels_last, "precision": precision,
+           "num_workers": workers, "measured": time.strftime("%Y-%m-%d"),
            "source": source, "backbones": {}}
     for bb in backbones:
         torch.manual_seed(0)
@@ -305,17 +313,18 @@ def measure(backbones=("vgg16", "alexnet"), device="cpu", images=None, image_siz
             warnings.simplefilter("ignore")
             model = build_model(bb, "netvlad", weights=None, num_clusters=64, train_from="authors").to(dev)
         use_channels_last(model.base, channels_last)
+        model.set_precision(precision)
         extract_descriptors(model, paths[:2], batch_size=2, device=dev)  # warm-up: kernels, allocator
         _sync(dev)
         t0 = time.perf_counter()
-        extract_descriptors(model, paths[:num_images], batch_size=min(num_images, 8), device=dev)
+        extract_descriptors(model, paths[:num_images], batch_size=min(num_images, 8), device=dev, num_workers=workers)
         _sync(dev)
         extract = num_images / (time.perf_counter() - t0)
-        data = ImageListDataset(paths[:12])
+        data = ImageListDataset(paths[:12], uint8=True)
         model.train()
         for rep in range(2):  # the first is a warm-up
             t0 = time.perf_counter()
-            batch = torch.stack([data[i][0] for i in range(12)]).to(dev)
+            batch = normalize_images(torch.stack([data[i][0] for i in range(12)]).to(dev))
             desc = model(batch)
             (desc[1:] @ desc[0]).sum().backward()  # the loss's shape: query against positive and negatives
             _sync(dev)

@@ -24,9 +24,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from repro.data.loader import LoaderClock
+from repro.data.images import ImageListDataset
+from repro.data.loader import ImageStream, LoaderClock, consecutive_batches
 from repro.distributed import SINGLE, Dist
-from repro.evaluate import extract_descriptors
+from repro.evaluate import extract_batches
 from repro.metrics import squared_norms
 
 GB = 1024 ** 3
@@ -62,6 +63,7 @@ class DescriptorCache:
         self.memmap = self.nbytes > memmap_gb * GB
         self.hold = hold
         self.num_db, self.num_q = int(num_db), int(num_q)
+        self._stream = None  # (what it serves, ImageStream): built at the first refresh
         if self.memmap and memmap_dir is None:
             raise ValueError("a memory-mapped descriptor cache needs memmap_dir")
         if not hold:
@@ -86,15 +88,29 @@ class DescriptorCache:
                 "num_db": self.num_db, "num_q": self.num_q, "dim": self.dim}
 
     def refresh(self, model, db_paths, q_paths, image_size=None, batch_size: int = 32, device="cpu",
-                num_workers: int = 0, chunk: int = 2048, dist: Dist = SINGLE, clock: LoaderClock | None = None) -> None:
-        """Recompute every descriptor with ``model`` (eval mode, no whitening); under
-        torchrun each rank extracts its block of every chunk (``dist``)."""
-        for store, paths, what in ((self.db, db_paths, "cache: database"), (self.q, q_paths, "cache: queries")):
-            for s in range(0, len(paths), chunk):
-                rows = extract_descriptors(model, paths[s:s + chunk], image_size, batch_size, device, num_workers,
-                                           whiten=False, desc=what, dist=dist, clock=clock)
-                if self.hold:
-                    store[s:s + chunk] = rows
+                num_workers: int = 0, dist: Dist = SINGLE, clock: LoaderClock | None = None) -> None:
+        """Recompute every descriptor with ``model`` (eval mode, no whitening), written into the
+        cache batch by batch. One :class:`repro.data.loader.ImageStream` over the split's
+        images serves every refresh of a run (its workers persist). Batches of ``batch_size``
+        database images, then of queries (a batch never mixes them: the batches of earlier
+        versions, so the same images meet in the same batches). Under torchrun each rank
+        extracts a block of the batches (``dist``)."""
+        db_paths, q_paths = list(db_paths), list(q_paths)
+        key = ([str(p) for p in db_paths + q_paths], tuple(image_size) if image_size else None, num_workers, str(device))
+        if self._stream is None or self._stream[0] != key:
+            dataset = ImageListDataset(db_paths + q_paths, image_size=key[1], uint8=True)
+            self._stream = (key, ImageStream(dataset, num_workers, device, persistent=True))
+        n_db = len(db_paths)
+        batches = consecutive_batches(n_db, batch_size) + consecutive_batches(len(q_paths), batch_size, start=n_db)
+
+        def store(offset: int, rows: np.ndarray) -> None:  # rows offset.. of [database; queries]
+            for part, first in ((self.db, 0), (self.q, n_db)):
+                lo, hi = max(offset, first), min(offset + len(rows), first + len(part))
+                if lo < hi:
+                    part[lo - first:hi - first] = rows[lo - offset:hi - offset]
+
+        extract_batches(model, self._stream[1], batches, device, whiten=False, desc="cache refresh", dist=dist,
+                        clock=clock, sink=store if self.hold else None)
         if self.memmap and self.hold:
             self.db.flush()
             self.q.flush()

@@ -32,10 +32,8 @@ import numpy as np
 import torch
 from tqdm.std import tqdm
 
-from torch.utils.data import Dataset
-
 from repro.data.images import ImageListDataset, normalize_images
-from repro.data.loader import LoaderClock, image_loader
+from repro.data.loader import ImageStream, LoaderClock, collate_tuple
 from repro.distributed import SINGLE, Dist, all_gather_rows, broadcast_object, comm_device
 from repro.errors import ReproError, explain_out_of_memory
 from repro.loss import triplet_ranking_loss
@@ -55,35 +53,32 @@ def progress_bar(total: int, desc: str, enabled: bool = True):
 
 
 class TupleImages:
-    """Loads the images of a mined tuple: query first, then positives, then negatives (8-bit,
-    normalised on the device by :func:`forward_images`)."""
+    """The images of mined tuples: query first, then positives, then negatives (8-bit, normalised
+    on the device by :func:`forward_images`), through one :class:`repro.data.loader.ImageStream`
+    over the split's queries and database whose workers persist for the run."""
 
     def __init__(self, split, image_size=None):
         size = tuple(image_size) if image_size else None
-        self.queries = ImageListDataset(split.q_paths, image_size=size, uint8=True)
-        self.database = ImageListDataset(split.db_paths, image_size=size, uint8=True)
+        self.num_q = split.num_q
+        self.images = ImageListDataset(list(split.q_paths) + list(split.db_paths), image_size=size, uint8=True)
+        self._stream = None  # ((num_workers, device), ImageStream), built at first use
+
+    def indices(self, t: MinedTuple) -> list[int]:
+        """``t``'s images as indices into :attr:`images` (queries, then the database)."""
+        return [t.query] + [self.num_q + int(i) for i in t.positives] + [self.num_q + int(i) for i in t.negatives]
 
     def load(self, t: MinedTuple) -> list[torch.Tensor]:
-        ims = [self.queries[t.query][0]]
-        ims += [self.database[int(i)][0] for i in t.positives]
-        ims += [self.database[int(i)][0] for i in t.negatives]
-        return ims
+        """``t``'s images ``[3, H, W]`` uint8, read here (no workers)."""
+        return [self.images[i][0] for i in self.indices(t)]
 
-
-class TupleStream(Dataset):
-    """The images of ``tuples`` in order, one item per tuple: ``[n, 3, H, W]`` uint8 (a list of
-    ``[3, H, W]`` when the tuple's images differ in size), for :func:`repro.data.loader.image_loader`
-    (workers decode the next tuples while the network trains on this one)."""
-
-    def __init__(self, images: TupleImages, tuples: list[MinedTuple]):
-        self.images, self.tuples = images, tuples
-
-    def __len__(self) -> int:
-        return len(self.tuples)
-
-    def __getitem__(self, i: int):
-        ims = self.images.load(self.tuples[i])
-        return torch.stack(ims) if all(im.shape == ims[0].shape for im in ims) else ims
+    def stream(self, tuples: list[MinedTuple], num_workers: int = 0, device="cpu", clock: LoaderClock | None = None):
+        """The tuples' images, one tuple at a time (``[n, 3, H, W]`` uint8, or a list when sizes
+        differ), decoded ahead by ``num_workers`` processes while the network trains."""
+        key = (int(num_workers), str(device))
+        if self._stream is None or self._stream[0] != key:
+            self._stream = (key, ImageStream(self.images, num_workers, device, collate_fn=collate_tuple,
+                                             persistent=True))
+        return self._stream[1].batches([self.indices(t) for t in tuples], clock)
 
 
 def forward_images(model, ims, device) -> torch.Tensor:
@@ -164,9 +159,8 @@ def train_epoch(model, optimizer, miner: HardNegativeMiner, cache, split, images
                 mined_ahead = miner.mine_batches(cache, batches, rng)
             mined_ahead = broadcast_object(mined_ahead if dist.is_main else None, dist)
             # this rank's tuples of those batches, decoded ahead by the loader's workers
-            stream = clock.iterate(image_loader(
-                TupleStream(images, [t for m in mined_ahead for t in m.tuples[dist.rank::dist.world_size]]),
-                None, workers, device, collate_fn=None))
+            stream = images.stream([t for m in mined_ahead for t in m.tuples[dist.rank::dist.world_size]],
+                                   workers, device, clock)
         query_ids = order[b * batch_size:(b + 1) * batch_size]
         mined = mined_ahead[b % refresh_batches]
         stats["queries"] += len(query_ids)

@@ -91,14 +91,26 @@ def peak_rss_mib() -> float:
 
 
 @contextmanager
-def _deterministic(enabled: bool):
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-    if enabled:
-        torch.use_deterministic_algorithms(True, warn_only=True)
+def deterministic_algorithms(enabled: bool, device: torch.device):
+    """Deterministic kernels where torch has them (``warn_only``: a kernel without one warns) or not,
+    as asked, restored afterwards. On CUDA, cuBLAS needs a fixed workspace for that
+    (``CUBLAS_WORKSPACE_CONFIG``, read when it starts: set here unless the user set it), and
+    torch's filling of every new allocation (``fill_uninitialized_memory``, which only matters
+    to code that reads memory it never wrote; this project writes every buffer it allocates)
+    is turned off: on a GPU it costs a pass over each allocation."""
+    import torch.utils.deterministic as det
+
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+              det.fill_uninitialized_memory)
+    if enabled and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    det.fill_uninitialized_memory = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        det.fill_uninitialized_memory = before[2]
 
 
 def _data_root(cfg: TrainConfig) -> Path:
@@ -187,7 +199,7 @@ def train(config: TrainConfig | None = None, callback=None, **overrides) -> Trai
     try:
         if device.type == "cuda":
             set_tf32(cfg.tf32)
-        with _deterministic(cfg.deterministic), keep_decoded_images(int(cfg.image_memory_gb * 2**30)):
+        with deterministic_algorithms(cfg.deterministic, device), keep_decoded_images(int(cfg.image_memory_gb * 2**30)):
             return _train(cfg, callback, device, dist)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32_before
@@ -397,7 +409,11 @@ def _train(cfg: TrainConfig, callback, device: torch.device, dist: Dist = SINGLE
         with warnings.catch_warnings():  # an epoch without any update (every query skipped) is legitimate
             warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
             scheduler.step()
-        stats["refresh_seconds"] += refresh_seconds  # with the refresh before the epoch
+        # timings: ``seconds`` is the loop (tuples, mining, the refreshes inside it), the refresh
+        # before it is ``start_refresh_seconds``; refreshes and waiting for images count both, so
+        # the data path's stall is loader_wait_seconds / (seconds + start_refresh_seconds)
+        stats["start_refresh_seconds"] = refresh_seconds
+        stats["refresh_seconds"] += refresh_seconds
         stats["loader_wait_seconds"] += clock.wait
         val = evaluate(model, val_sub, dist=dist)
         stats.update(lr=lr, val=_public(val))
