@@ -11,8 +11,9 @@ them (a plain ``python -m repro train``) nothing here does anything: a
 What the ranks share (see :mod:`repro.train.trainer` for where):
 
 * image extraction (cache refreshes, validation, test, the whitening fit)
-  is split by image: each rank extracts a contiguous block of the list and
-  the blocks are gathered on rank 0 (:func:`gather_rows`);
+  is dealt out in whole batches: each rank extracts a contiguous block of
+  the batches (:func:`shard`) and the blocks are gathered on rank 0
+  (:func:`gather_rows`);
 * rank 0 alone holds the descriptor cache, mines hard negatives and sends
   the mined tuples to every rank (:func:`broadcast_object`); the tuples of
   a batch are dealt out across ranks, each rank computes its tuples'
@@ -61,6 +62,7 @@ class Dist:
     world_size: int = 1
     local_rank: int = 0
     device: str = "cpu"
+    local_world_size: int = 1  # ranks on this machine (they share its cores)
 
     @property
     def enabled(self) -> bool:
@@ -74,8 +76,8 @@ class Dist:
 SINGLE = Dist()
 
 
-def from_env() -> tuple[int, int, int]:
-    """(rank, world size, local rank) as torchrun sets them; (0, 1, 0) without torchrun."""
+def from_env() -> tuple[int, int, int, int]:
+    """(rank, world size, local rank, local world size) as torchrun sets them; (0, 1, 0, 1) without it."""
     def get(name, default):
         value = os.environ.get(name, default)
         try:
@@ -83,7 +85,7 @@ def from_env() -> tuple[int, int, int]:
         except ValueError:
             raise ConfigError(f"environment variable {name}={value!r} is not an integer (torchrun sets it)") from None
 
-    return get("RANK", 0), get("WORLD_SIZE", 1), get("LOCAL_RANK", 0)
+    return get("RANK", 0), get("WORLD_SIZE", 1), get("LOCAL_RANK", 0), get("LOCAL_WORLD_SIZE", 1)
 
 
 def setup(device: torch.device, timeout_s: float = 1800.0) -> tuple[Dist, torch.device]:
@@ -94,7 +96,7 @@ def setup(device: torch.device, timeout_s: float = 1800.0) -> tuple[Dist, torch.
     a rank that does not answer before every rank stops with an error
     (torchrun itself stops the job at once when a rank dies).
     """
-    rank, world, local = from_env()
+    rank, world, local, local_world = from_env()
     if world <= 1:
         return SINGLE, device
     if device.type == "cuda":
@@ -107,7 +109,7 @@ def setup(device: torch.device, timeout_s: float = 1800.0) -> tuple[Dist, torch.
         torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                       timeout=datetime.timedelta(seconds=timeout_s))
     _stop_cleanly_on_sigterm(rank)
-    return Dist(rank, world, local, str(device)), device
+    return Dist(rank, world, local, str(device), local_world), device
 
 
 def teardown(dist: Dist) -> None:
@@ -133,11 +135,12 @@ def _stop_cleanly_on_sigterm(rank: int) -> None:
 def shard(n: int, dist: Dist, unit: int = 1) -> slice:
     """This rank's contiguous block of ``n`` items, in whole ``unit``-item batches.
 
-    Extraction deals out whole batches (``unit`` = the batch size), so every
-    image is computed in the same batch, with the same neighbours, as one
-    process computes it: the gathered descriptors are bit-identical to one
-    process's, whatever the number of ranks (convolution kernels may round
-    differently for another batch composition)."""
+    Extraction deals out its list of batches (``shard(len(batches), dist)``),
+    so every image is computed in the same batch, with the same neighbours,
+    as one process computes it: the gathered descriptors are bit-identical
+    to one process's, whatever the number of ranks (convolution kernels may
+    round differently for another batch composition). ``unit``: the same for
+    a list of items cut into batches of ``unit``."""
     batches = -(-n // unit)
     first, last = batches * dist.rank // dist.world_size, batches * (dist.rank + 1) // dist.world_size
     return slice(min(first * unit, n), min(last * unit, n))

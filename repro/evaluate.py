@@ -41,9 +41,9 @@ def resolve_device(device="auto") -> torch.device:
     return dev
 
 
-def image_dataset(paths, image_size=None) -> ImageListDataset:
-    """ImageNet-normalised images, resized to ``image_size`` (H, W) if given."""
-    return ImageListDataset(paths, image_size=tuple(image_size) if image_size else None)
+def image_dataset(paths, image_size=None, uint8: bool = False) -> ImageListDataset:
+    """ImageNet-normalised images (``uint8``: 8-bit ones), resized to ``image_size`` (H, W) if given."""
+    return ImageListDataset(paths, image_size=tuple(image_size) if image_size else None, uint8=uint8)
 
 
 def check_split_images(split: PlaceSplit, backbone: str, image_size=None, decode: bool = False) -> None:
@@ -76,8 +76,7 @@ def extract_descriptors(model: PlaceModel, paths, image_size=None, batch_size: i
     time spent waiting for images.
     """
     paths = list(paths)
-    stream = ImageStream(ImageListDataset(paths, image_size=tuple(image_size) if image_size else None, uint8=True),
-                         num_workers, resolve_device(device))
+    stream = ImageStream(image_dataset(paths, image_size, uint8=True), num_workers, resolve_device(device))
     return extract_batches(model, stream, consecutive_batches(len(paths), batch_size), device, whiten, desc, dist,
                            clock)
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from repro.data.images import same_size_groups
 from repro.errors import ConfigError
 
 MAX_AUTO_WORKERS = 16
@@ -83,10 +84,8 @@ def collate_groups(items) -> list[tuple[torch.Tensor, np.ndarray]]:
     ``[(images [g, 3, H, W], positions [g])]`` with each image's position in the batch, in
     order of first appearance (one group for a dataset of one image size, e.g. Pittsburgh's
     640x480). Stacked here, in the worker, so the pinned copy is the batch itself."""
-    groups: dict[tuple, list[int]] = {}
-    for j, (img, _) in enumerate(items):
-        groups.setdefault(tuple(img.shape), []).append(j)
-    return [(_stack([items[j][0] for j in js]), np.array(js, dtype=np.int64)) for js in groups.values()]
+    groups = same_size_groups([img for img, _ in items])
+    return [(_stack([items[j][0] for j in js]), np.array(js, dtype=np.int64)) for js in groups]
 
 
 def collate_tuple(items):
@@ -136,8 +135,8 @@ class ImageStream:
         self.loader = DataLoader(dataset, batch_sampler=self._batches, collate_fn=collate_fn, **kw)
 
     def batches(self, batches, clock: "LoaderClock | None" = None):
-        """Iterate the collated ``batches`` (lists of dataset indices), in order; consume the
-        iterator to the end before the next call (the workers are then asked for the new list)."""
+        """Iterate the collated ``batches`` (lists of dataset indices), in order. A pass left
+        unfinished is dropped when the next one starts (the workers are then asked for the new list)."""
         self._batches.batches = [list(b) for b in batches]
         return (clock or LoaderClock()).iterate(self.loader)
 

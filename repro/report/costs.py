@@ -290,11 +290,10 @@ def measure(backbones=("vgg16", "alexnet"), device="cpu", images=None, image_siz
 
     import torch
 
-    from repro.data.images import ImageListDataset
+    from repro.data.images import ImageListDataset, normalize_images
+    from repro.data.loader import resolve_workers
     from repro.evaluate import extract_descriptors, resolve_device
     from repro.model import build_model
-    from repro.data.loader import resolve_workers
-    from repro.data.images import normalize_images
     from repro.model.backbone import use_channels_last
     from repro.model.precision import resolve_precision
 

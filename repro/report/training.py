@@ -208,10 +208,9 @@ def trained_checkpoint(results_dir, run_name: str, train_cache_dir=None) -> tupl
 def same_settings(recorded: dict, now: dict) -> bool:
     """Whether a record's training config is ``now`` (both JSON-like): equal, where a field the
     record lacks (written before the field existed) counts as that field's default."""
-    from repro.train.config import FIELD_DEFAULTS
+    from repro.train.config import changed_fields
 
-    defaults = json.loads(json.dumps(FIELD_DEFAULTS))
-    return set(recorded) <= set(now) and all(recorded.get(k, defaults.get(k)) == v for k, v in now.items())
+    return set(recorded) <= set(now) and not changed_fields(recorded, now)
 
 
 def run_training(poolings=("netvlad", "fmax"), reuse_existing: bool = True, results_dir=None, cache_dir=None,

@@ -24,10 +24,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from repro.data.images import ImageListDataset
 from repro.data.loader import ImageStream, LoaderClock, consecutive_batches
 from repro.distributed import SINGLE, Dist
-from repro.evaluate import extract_batches
+from repro.evaluate import extract_batches, image_dataset
 from repro.metrics import squared_norms
 
 GB = 1024 ** 3
@@ -98,7 +97,7 @@ class DescriptorCache:
         db_paths, q_paths = list(db_paths), list(q_paths)
         key = ([str(p) for p in db_paths + q_paths], tuple(image_size) if image_size else None, num_workers, str(device))
         if self._stream is None or self._stream[0] != key:
-            dataset = ImageListDataset(db_paths + q_paths, image_size=key[1], uint8=True)
+            dataset = image_dataset(db_paths + q_paths, image_size, uint8=True)
             self._stream = (key, ImageStream(dataset, num_workers, device, persistent=True))
         n_db = len(db_paths)
         batches = consecutive_batches(n_db, batch_size) + consecutive_batches(len(q_paths), batch_size, start=n_db)

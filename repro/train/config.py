@@ -258,11 +258,11 @@ class TrainConfig:
         from repro.data.loader import check_workers
         from repro.model.precision import check_precision
 
-        for check in (lambda: check_workers(self.num_workers), lambda: check_precision(self.precision)):
-            try:
-                check()
-            except ConfigError as exc:
-                fail(str(exc))
+        try:
+            check_workers(self.num_workers)
+            check_precision(self.precision)
+        except ConfigError as exc:
+            fail(str(exc))
         if not (isinstance(self.dist_timeout_s, (int, float)) and self.dist_timeout_s > 0):
             fail(f"dist_timeout_s={self.dist_timeout_s!r}: must be a number of seconds > 0")
         for name in ("num_cached_negatives", "seed", "city_seed"):
@@ -329,8 +329,15 @@ class TrainConfig:
 RESUMABLE_CHANGES = frozenset({"resume", "epochs", "device", "progress", "verbose", "num_workers", "image_memory_gb",
                                "record_path", "out_dir", "data_root", "channels_last", "precision", "tf32",
                                "dist_timeout_s"})
-# Each field's default: what a checkpoint or record written before the field existed ran with.
-FIELD_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+# Each field's default, as ``to_dict`` gives it (tuples as lists): what a checkpoint or record written
+# before the field existed ran with.
+FIELD_DEFAULTS = TrainConfig().to_dict()
+
+
+def changed_fields(saved: dict, now: dict) -> list[str]:
+    """The fields of ``now`` (a ``to_dict``, or its JSON) whose value ``saved`` does not have; a field
+    ``saved`` lacks (written before it existed) counts as its default."""
+    return sorted(k for k in now if saved.get(k, FIELD_DEFAULTS.get(k)) != now[k])
 
 
 

@@ -32,10 +32,11 @@ import numpy as np
 import torch
 from tqdm.std import tqdm
 
-from repro.data.images import ImageListDataset, normalize_images
-from repro.data.loader import ImageStream, LoaderClock, collate_tuple
+from repro.data.images import normalize_images
+from repro.data.loader import ImageStream, LoaderClock, collate_tuple, resolve_workers
 from repro.distributed import SINGLE, Dist, all_gather_rows, broadcast_object, comm_device
 from repro.errors import ReproError, explain_out_of_memory
+from repro.evaluate import image_dataset
 from repro.loss import triplet_ranking_loss
 from repro.train.mining import HardNegativeMiner, MinedTuple
 
@@ -58,9 +59,8 @@ class TupleImages:
     over the split's queries and database whose workers persist for the run."""
 
     def __init__(self, split, image_size=None):
-        size = tuple(image_size) if image_size else None
         self.num_q = split.num_q
-        self.images = ImageListDataset(list(split.q_paths) + list(split.db_paths), image_size=size, uint8=True)
+        self.images = image_dataset(list(split.q_paths) + list(split.db_paths), image_size, uint8=True)
         self._stream = None  # ((num_workers, device), ImageStream), built at first use
 
     def indices(self, t: MinedTuple) -> list[int]:
@@ -122,7 +122,7 @@ def train_epoch(model, optimizer, miner: HardNegativeMiner, cache, split, images
 
     Returns the epoch's statistics. ``callback(epoch, batch, stats)`` runs
     after every batch (tests use it to interrupt a run). ``num_workers``:
-    the resolved worker count (default: ``cfg.num_workers``, "auto" -> 0);
+    the resolved worker count (default: ``cfg.num_workers`` resolved for ``device``);
     ``batch_size``: tuples per update (default ``cfg.batch_size``; a
     torchrun job with more ranks than that passes one tuple per rank).
 
@@ -132,7 +132,7 @@ def train_epoch(model, optimizer, miner: HardNegativeMiner, cache, split, images
     """
     start = time.perf_counter()
     batch_size = batch_size or cfg.batch_size
-    workers = num_workers if num_workers is not None else (0 if cfg.num_workers == "auto" else cfg.num_workers)
+    workers = num_workers if num_workers is not None else resolve_workers(cfg.num_workers, device)
     num_batches = len(order) // batch_size
     params = [p for p in model.parameters() if p.requires_grad]
     stats = dict(epoch=epoch, num_batches=num_batches, queries=0, skipped=0, tuples=0, violating_mined=0,

@@ -60,7 +60,7 @@ from repro.model.precision import resolve_precision, set_tf32
 from repro.train.cache import DescriptorCache
 from repro.paths import rel
 from repro.train.checkpoint import atomic_torch_save, load_training_checkpoint, rng_states, set_rng_states
-from repro.train.config import FIELD_DEFAULTS, RESUMABLE_CHANGES, TrainConfig, parse_test_set
+from repro.train.config import RESUMABLE_CHANGES, TrainConfig, changed_fields, parse_test_set
 from repro.train.loop import NonFiniteLossError, TupleImages, train_epoch
 from repro.train.mining import HardNegativeMiner
 from repro.train.tuples import build_tuples
@@ -171,7 +171,7 @@ def global_batch_size(cfg: TrainConfig, world_size: int) -> int:
 
 def _check_resume_config(saved: dict, cfg: TrainConfig, path: Path) -> None:
     now = cfg.to_dict()
-    diff = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k, FIELD_DEFAULTS.get(k)) != now[k])
+    diff = [k for k in changed_fields(saved, now) if k not in RESUMABLE_CHANGES]
     if diff:
         detail = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now[k]!r}" for k in diff[:5])
         raise ConfigError(f"cannot resume from {path}: the training options differ ({detail}). "
@@ -259,7 +259,7 @@ def _train(cfg: TrainConfig, callback, device: torch.device, dist: Dist = SINGLE
     last_path, best_path = out_dir / "last.pt", out_dir / "best.pt"
     name = cfg.resolved_run_name()
     batch_size = global_batch_size(cfg, dist.world_size)
-    workers = resolve_workers(cfg.num_workers, device, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    workers = resolve_workers(cfg.num_workers, device, dist.local_world_size)
     precision = resolve_precision(cfg.precision, device)
     # ---- data (all checks before any network work)
     data = training_data(cfg, batch_size=batch_size)
