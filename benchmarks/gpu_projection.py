@@ -151,6 +151,20 @@ def image_flops(backbone: str = "vgg16", image_hw=IMAGE_HW, num_clusters: int = 
             "trainable_convs": sum(1 for layer in layers if layer["weight_grad"]), "map_hw": list(out_shape[2:])}
 
 
+def torchrun_gather(cfg) -> dict:
+    """What a torchrun batch gathers (repro.train.loop._distributed_batch): one float32 gradient
+    row per tuple of every trainable parameter (base from ``cfg.train_from``, and the pooling)."""
+    from repro.model import build_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # randomly initialised: only the shapes are used
+        model = build_model(cfg.backbone, cfg.pooling, weights=None, train_from=cfg.train_from,
+                            num_clusters=cfg.num_clusters, assignment=cfg.assignment)
+    params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable_parameters": params, "tuples_per_batch": cfg.batch_size,
+            "bytes_per_batch": params * 4 * cfg.batch_size}
+
+
 # ---------------------------------------------------------------------------
 # the paper profile's run and its projection
 
@@ -286,7 +300,7 @@ def projection(decode: dict | None = None, data_root=None, bench_dir=None) -> di
                    "image_hw": list(IMAGE_HW), "sizes": {k: list(v) for k, v in info["sizes"].items()},
                    "size_source": info["size_source"], "cache_mib": info["cache_mib"],
                    "cache_dtype": info["cache_dtype"]},
-           "flops_per_image": flops, "rates": goal, "network": net,
+           "flops_per_image": flops, "torchrun_gather": torchrun_gather(cfg), "rates": goal, "network": net,
            "network_hours": net["seconds"] / 3600, "cpu_side": cpu,
            "hours_with_cpu_side": (net["seconds"] + cpu_s) / 3600}
     if decode:
@@ -362,6 +376,9 @@ def summary_lines(rep: dict) -> list[str]:
         lines.append(f"CPU side ({c['source']}): mining {c['mining_seconds'] / 60:.1f} min, recall "
                      f"{c['recall_seconds'] / 60:.1f} min; total {rep['hours_with_cpu_side']:.2f} h "
                      f"(not counted: {c['not_counted']})")
+    g = rep["torchrun_gather"]
+    lines.append(f"under torchrun a batch gathers {g['tuples_per_batch']} tuples x {g['trainable_parameters']:,} "
+                 f"trainable parameters: {g['bytes_per_batch'] / 1e6:.1f} MB (counted, not measured)")
     if "decode" in rep:
         d = rep["decode"]
         with_workers = d["images_per_s_per_core_with_workers"]

@@ -146,6 +146,10 @@ def test_command_writes_labelled_json_and_csv(tmp_path):
     assert gp.main(["--out", str(tmp_path / "out"), "--decode-from", str(tmp_path / "datapath.csv")]) == 0
     rep = json.loads((tmp_path / "out" / "gpu_projection.json").read_text())
     assert rep["label"] == "projected (not measured on a GPU)"
+    # VGG-16 from conv5_1 (3 convs of 512x512x3x3 + bias) and the fixed-bias NetVLAD (centroids, weights)
+    g = rep["torchrun_gather"]
+    assert g["trainable_parameters"] == 3 * (512 * 512 * 9 + 512) + 2 * 64 * 512
+    assert g["bytes_per_batch"] == g["trainable_parameters"] * 4 * 4
     d = rep["decode"]
     assert d["image_hw"] == [480, 640] and d["images_per_s_per_core"] == 333.0
     assert d["images_per_s_per_core_with_workers"] == 199.0
